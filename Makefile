@@ -1,0 +1,35 @@
+# noisylab: the verbs a newcomer types. Every target sets up .venv on first use.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+ARGS    ?=
+
+.PHONY: help install run test test-all bench lint clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install noisylab with its dev tools
+
+run: $(STAMP)  ## the main job: Co-teaching on digits (embedded) with 50% symmetric noise; ARGS=... adds overrides
+	WANDB_MODE=$${WANDB_MODE:-offline} $(BIN)/python -m noisylab $(ARGS)
+
+test: $(STAMP)  ## the test suite (CPU, a few minutes)
+	WANDB_MODE=offline $(BIN)/python -m pytest -q $(ARGS)
+
+bench: $(STAMP)  ## framework overhead and other speed ratios, measured in one run
+	$(BIN)/python -m noisylab.bench $(ARGS)
+
+lint: $(STAMP)  ## ruff
+	$(BIN)/ruff check noisylab tests
+
+clean:  ## remove run outputs and caches (keeps .venv)
+	rm -rf outputs multirun lightning_logs .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

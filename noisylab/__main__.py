@@ -1,0 +1,4 @@
+from noisylab.train import main
+
+if __name__ == "__main__":
+    main()
