@@ -1,0 +1,226 @@
+"""NoisyDataModule: a data source + a noise model -> noisy train, val, trusted and test splits.
+
+Batches are mappings ``{x, y, index, y_true}``: ``y`` is the observed (possibly noisy)
+label, ``index`` the sample's position in the noisy training split (for per-sample state),
+``y_true`` the clean label where known and -1 where not. ``y_true`` is for diagnostics
+only; no method may train on it.
+
+Splits, in this order, from one seeded permutation of the training set:
+validation (``val_fraction`` of the *noisy* training data: in practice nobody has clean
+validation labels), then ``trusted_per_class`` clean samples per class (for methods that
+need a small trusted/probe set), then the noisy training split.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from noisylab.data.batches import BatchTransform, TensorBatches
+from noisylab.data.sources import Source, load_source
+from noisylab.errors import ConfigError
+from noisylab.noise import NoisyLabels, make_noisy_labels, realised
+
+log = logging.getLogger(__name__)
+
+
+def _subset(index: np.ndarray, x, y, y_true) -> dict[str, torch.Tensor]:
+    return {
+        "x": torch.from_numpy(np.ascontiguousarray(x[index])),
+        "y": torch.from_numpy(y[index].astype(np.int64)),
+        "index": torch.arange(len(index)),
+        "y_true": torch.from_numpy(y_true[index].astype(np.int64)),
+    }
+
+
+class NoisyDataModule(pl.LightningDataModule):
+    def __init__(self, data, noise, batch_size: int = 128, eval_batch_size: int = 512,
+                 trusted_per_class: int = 0, serve_trusted: bool = False, seed: int = 0):
+        super().__init__()
+        self.data_cfg, self.noise_cfg = data, noise
+        self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size)
+        self.trusted_per_class, self.seed = int(trusted_per_class or 0), int(seed)
+        self.serve_trusted = serve_trusted  # the method trains on (noisy, trusted) pairs
+        self.transform = BatchTransform(
+            data.get("augment", "none"), data.get("mean"), data.get("std"), int(data.get("padding", 4))
+        )
+        self.source: Source | None = None
+        self.noisy: NoisyLabels | None = None
+
+    # ----------------------------------------------------------------------------- setup
+    def prepare(self) -> None:
+        """Reads the source and applies the noise model once (idempotent)."""
+        if self.source is not None:
+            return
+        self.source = load_source(self.data_cfg)
+        if self.source.files is not None:
+            self._prepare_files()
+        else:
+            self._prepare_arrays()
+        log.info("noise %s: realised rate %.4f", self.noise_cfg.get("name"), self.noisy.actual_rate)
+
+    def setup(self, stage: str | None = None) -> None:
+        self.prepare()
+
+    @property
+    def num_classes(self) -> int:
+        self.prepare()
+        return self.source.num_classes
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        self.prepare()
+        return self.source.input_shape
+
+    @property
+    def train_size(self) -> int:
+        self.prepare()
+        return len(self.train["y"]) if isinstance(self.train, dict) else len(self.train.dataset)
+
+    @property
+    def noise_summary(self) -> dict:
+        self.prepare()
+        return {
+            "name": self.noise_cfg.get("name"),
+            "kind": self.noise_cfg.get("kind"),
+            "rate": float(self.noise_cfg.get("rate", 0.0) or 0.0),
+            "actual_rate": round(self.noisy.actual_rate, 6),
+            "seed": int(self.noise_cfg.get("seed", 0)),
+        }
+
+    def _noisy_labels(self, source: Source) -> NoisyLabels:
+        load_from = self.noise_cfg.get("load_from")
+        if load_from:
+            saved = np.load(Path(str(load_from)).expanduser())
+            if saved["clean"].shape != source.y_train.shape or not np.array_equal(saved["clean"], source.y_train):
+                raise ConfigError(f"noise.load_from={load_from} was saved for other data than {source.name}.")
+            return realised(source.y_train, saved["noisy"], source.num_classes)
+
+        def human_labels(key):
+            from noisylab.data import readers
+
+            path = self.noise_cfg.get("file")
+            if not path:
+                raise ConfigError(f"noise={self.noise_cfg.get('name')} needs noise.file, the CIFAR-N label file.")
+            return readers.read_cifar_n(Path(str(path)).expanduser(), key)
+
+        return make_noisy_labels(
+            source.y_train, source.num_classes, self.noise_cfg, source.asymmetric_map,
+            source.coarse_train, source.name, human_labels,
+        )
+
+    def _prepare_arrays(self) -> None:
+        source = self.source
+        self.noisy = self._noisy_labels(source)
+        order = np.random.default_rng(int(self.data_cfg.get("split_seed", 0))).permutation(len(source.y_train))
+        val_fraction = float(self.data_cfg.get("val_fraction", 0.0) or 0.0)
+        if not 0.0 <= val_fraction < 1.0:
+            raise ConfigError(f"data.val_fraction must lie in [0, 1), got {val_fraction}.")
+        n_val = int(round(val_fraction * len(order)))
+        val_index, pool = order[:n_val], order[n_val:]
+        trusted_index = self._pick_trusted(pool, source.y_train, source.num_classes)
+        train_index = np.setdiff1d(pool, trusted_index, assume_unique=True)
+        train_index = pool[np.isin(pool, train_index)]  # keep the permuted order
+        noisy, clean = self.noisy.labels, source.y_train
+        self.train = _subset(train_index, source.x_train, noisy, clean)
+        self.val = _subset(val_index, source.x_train, noisy, clean) if n_val else None
+        self.trusted = _subset(trusted_index, source.x_train, clean, clean) if len(trusted_index) else None
+        self.test = _subset(np.arange(len(source.y_test)), source.x_test, source.y_test, source.y_test)
+        self.split_index = {"train": train_index, "val": val_index, "trusted": trusted_index}
+        if self.data_cfg.get("on_device", False):
+            self._move_to_accelerator()
+
+    def _pick_trusted(self, pool: np.ndarray, clean: np.ndarray, num_classes: int) -> np.ndarray:
+        k = self.trusted_per_class
+        if k <= 0:
+            return np.zeros(0, dtype=np.int64)
+        picked = []
+        for c in range(num_classes):
+            members = pool[clean[pool] == c]
+            if len(members) < k:
+                raise ConfigError(
+                    f"data.trusted_per_class={k} is larger than class {c}, which has only "
+                    f"{len(members)} training samples left after the validation split."
+                )
+            picked.append(members[:k])
+        return np.sort(np.concatenate(picked))
+
+    def _prepare_files(self) -> None:
+        from noisylab.data.files import clothing1m_splits
+
+        if self.noise_cfg.get("kind") != "none":
+            raise ConfigError("Clothing1M labels are already noisy (real web noise): use noise=none with it.")
+        self.train, self.val, self.trusted, self.test, self.noisy = clothing1m_splits(
+            self.source, self.data_cfg, self.trusted_per_class
+        )
+        self.split_index = {}
+
+    def _move_to_accelerator(self) -> None:
+        device = torch.device("cuda") if torch.cuda.is_available() else None
+        if device is None:
+            return
+        for split in (self.train, self.val, self.trusted, self.test):
+            if isinstance(split, dict):
+                for name in split:
+                    split[name] = split[name].to(device)
+
+    # ------------------------------------------------------------------------- loaders
+    def _batches(self, split, batch_size: int, shuffle: bool, drop_last: bool = False, seed: int = 0):
+        if not isinstance(split, dict):  # file-backed: already a DataLoader factory
+            return split(batch_size=batch_size, shuffle=shuffle, drop_last=drop_last)
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        world = self.trainer.world_size if self.trainer is not None else 1
+        return TensorBatches(split, batch_size, shuffle, drop_last, seed=seed, rank=rank, world_size=world)
+
+    def train_dataloader(self):
+        noisy = self._batches(self.train, self.batch_size, shuffle=True,
+                              drop_last=bool(self.data_cfg.get("drop_last", False)), seed=self.seed)
+        if self.trusted is None or not self.serve_trusted:
+            return noisy
+        from pytorch_lightning.utilities import CombinedLoader
+
+        trusted = self._batches(self.trusted, int(self.data_cfg.get("trusted_batch_size", self.batch_size)),
+                                shuffle=True, seed=self.seed + 1)
+        return CombinedLoader({"noisy": noisy, "trusted": trusted}, mode="max_size_cycle")
+
+    @property
+    def eval_splits(self) -> list[str]:
+        """Names of the loaders ``val_dataloader`` returns, by dataloader index."""
+        return ["val", "test"] if self.val is not None else ["test"]
+
+    def val_dataloader(self):
+        """Two loaders: the noisy validation split (0) and the test set (1), so that the
+        test accuracy of every epoch is recorded for last-k-epoch reporting."""
+        loaders = [self._batches(self.test, self.eval_batch_size, shuffle=False)]
+        if self.val is not None:
+            loaders.insert(0, self._batches(self.val, self.eval_batch_size, shuffle=False))
+        return loaders
+
+    def test_dataloader(self):
+        return self._batches(self.test, self.eval_batch_size, shuffle=False)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        training = self.trainer is not None and self.trainer.training
+        return self._transform(batch, training)
+
+    def _transform(self, batch, training: bool):
+        if isinstance(batch, dict) and "x" in batch:
+            return {**batch, "x": self.transform(batch["x"], training)}
+        if isinstance(batch, dict):
+            return {key: self._transform(value, training) for key, value in batch.items()}
+        return batch
+
+    # --------------------------------------------------------------------------- saving
+    def save_noisy_labels(self, directory: str | Path) -> Path:
+        """Writes the noisy labels (and the split) so a run can be repeated on identical noise
+        with ``noise.load_from=<this file>``."""
+        self.prepare()
+        path = Path(directory) / "noisy_labels.npz"
+        clean = self.source.y_train if self.source.y_train is not None else np.zeros(0, np.int64)
+        np.savez_compressed(path, noisy=self.noisy.labels, clean=clean,
+                            transition=self.noisy.transition, **{f"{k}_index": v for k, v in self.split_index.items()})
+        return path
