@@ -2,7 +2,7 @@
 per-epoch schedule from config, and validation/test metrics.
 
 A method subclasses :class:`LNLMethod` and writes ``training_step`` as its paper's
-pseudo-code. Optimisation is manual (``self.step(loss, optimizer)``) so that one- and
+pseudo-code. Optimisation is manual (``self.step(loss)``, one optimizer) so that one- and
 two-network methods read alike. Evaluation is uniform: every network a method reports
 (``self.reported``) gets ``val/acc`` (on the noisy validation split), ``val/clean_acc``
 (diagnostic), and the test accuracy of every epoch, from which ``test/acc_last10`` (the
@@ -78,14 +78,13 @@ class LNLMethod(pl.LightningModule):
     def network(self, name: str) -> torch.nn.Module:
         return getattr(self, name)
 
-    def optimizer_groups(self) -> list[list[torch.nn.Parameter]]:
-        """Parameter groups, one optimizer each (default: one per reported network)."""
-        return [list(self.network(name).parameters()) for name in self.reported]
-
     def configure_optimizers(self):
-        return [build_optimizer(params, self.optimizer_cfg) for params in self.optimizer_groups()]
+        """One optimizer over every trainable parameter (see ``methods/pair.py`` for why
+        that also serves two-network methods)."""
+        return build_optimizer([p for p in self.parameters() if p.requires_grad], self.optimizer_cfg)
 
-    def step(self, loss: torch.Tensor, optimizer) -> None:
+    def step(self, loss: torch.Tensor) -> None:
+        optimizer = self.optimizers()
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         optimizer.step()
@@ -102,8 +101,7 @@ class LNLMethod(pl.LightningModule):
         factor = lr_factor(self.lr_schedule_cfg, self.current_epoch, self.max_epochs)
         beta1_after = (self.lr_schedule_cfg or {}).get("beta1_after_decay")
         decayed = beta1_after is not None and self.current_epoch >= int(self.lr_schedule_cfg.decay_start)
-        optimizers = self.optimizers()
-        for optimizer in optimizers if isinstance(optimizers, list) else [optimizers]:
+        for optimizer in self.trainer.optimizers:
             for group in optimizer.param_groups:
                 group["lr"] = float(self.optimizer_cfg.lr) * factor
                 if "betas" in group:
@@ -112,6 +110,12 @@ class LNLMethod(pl.LightningModule):
         self.log("train/lr", float(self.optimizer_cfg.lr) * factor)
 
     # ------------------------------------------------------------------- evaluation
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["noisylab_history"] = self.history
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.history = checkpoint.get("noisylab_history", {})
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.network(self.reported[0])(x)
 
@@ -173,3 +177,19 @@ class LNLMethod(pl.LightningModule):
                 if len(tests) == len(vals):
                     out["test/acc_at_best_val" + suffix] = tests[best]
         return out
+
+
+class TwoNetworkMethod(LNLMethod):
+    """Base of methods that train two networks of one shape on the same batches;
+    ``self.nets(x)`` gives both logits, ``fused=True`` runs them as one vmapped network."""
+
+    reported = ("net1", "net2")
+
+    def __init__(self, fused: bool = False, **settings):
+        super().__init__(**settings)
+        from noisylab.methods.pair import make_pair
+
+        self.nets = make_pair(self.build_network, fused)
+
+    def network(self, name: str) -> torch.nn.Module:
+        return self.nets.member(self.reported.index(name))

@@ -17,6 +17,6 @@ class CrossEntropy(LNLMethod):
 
     def training_step(self, batch, batch_idx: int):
         loss = F.cross_entropy(self.net(batch["x"]), batch["y"])
-        self.step(loss, self.optimizers())
+        self.step(loss)
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(batch["y"]))
         return loss

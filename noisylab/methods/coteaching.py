@@ -4,7 +4,7 @@ Extremely Noisy Labels", NeurIPS 2018; official code bhanML/Co-teaching).
 Two networks f, g; for each mini-batch:
     1. per-sample losses l_f, l_g on the noisy labels;
     2. D_f = the (1 - forget(T))·|B| samples with the smallest l_f, D_g likewise with l_g;
-    3. update f on D_g and g on D_f (cross update, one optimizer each);
+    3. update f on D_g and g on D_f (cross update);
     4. forget(T) = tau·min((T/Tk)^c, 1), tau = the noise rate by default (``schedule`` group).
 
 Follows the official code in: Adam lr 1e-3, batch 128, 200 epochs, lr decayed linearly to
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from noisylab.methods.base import LNLMethod
+from noisylab.methods.base import TwoNetworkMethod
 from noisylab.methods.selection import label_precision, small_loss_indices
 from noisylab.schedules import build_schedule
 
@@ -35,21 +35,17 @@ def cross_update_losses(logits1, logits2, y, forget_rate: float):
     return loss1, loss2, kept_by_1, kept_by_2
 
 
-class CoTeaching(LNLMethod):
-    reported = ("net1", "net2")
-
+class CoTeaching(TwoNetworkMethod):
     def __init__(self, schedule, **settings):
         super().__init__(**settings)
-        self.net1, self.net2 = self.build_network(), self.build_network()
         self.forget_rate = build_schedule(schedule, self.noise_rate, self.max_epochs)
 
     def training_step(self, batch, batch_idx: int):
         x, y = batch["x"], batch["y"]
         forget = self.forget_rate(self.current_epoch)
-        loss1, loss2, kept_by_1, kept_by_2 = cross_update_losses(self.net1(x), self.net2(x), y, forget)
-        optimizer1, optimizer2 = self.optimizers()
-        self.step(loss1, optimizer1)
-        self.step(loss2, optimizer2)
+        logits1, logits2 = self.nets(x)
+        loss1, loss2, kept_by_1, kept_by_2 = cross_update_losses(logits1, logits2, y, forget)
+        self.step(loss1 + loss2)  # each network gets the gradient of its own loss only
         self.log_selection(batch, loss1, loss2, kept_by_1, kept_by_2, forget)
         return loss1
 

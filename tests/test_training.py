@@ -1,0 +1,50 @@
+"""Training in-process: determinism, and the honesty test (no method trains on y_true)."""
+
+import pytest
+import torch
+
+from noisylab.data.datamodule import NoisyDataModule
+from noisylab.train import run
+
+FAST = ["method.epochs=3", "trainer.enable_progress_bar=false", "logger=none", "callbacks=default"]
+
+
+def trained_weights(results) -> dict:
+    checkpoint = torch.load(f"{results['run_dir']}/checkpoints/last.ckpt", weights_only=False)
+    return {k: v for k, v in checkpoint["state_dict"].items() if k.startswith("nets.") or k.startswith("net.")}
+
+
+def shuffle_y_true(monkeypatch):
+    original = NoisyDataModule._prepare_arrays
+
+    def prepare_and_shuffle(self):
+        original(self)
+        generator = torch.Generator().manual_seed(1234)
+        for split in (self.train, self.val):
+            split["y_true"] = split["y_true"][torch.randperm(len(split["y_true"]), generator=generator)]
+
+    monkeypatch.setattr(NoisyDataModule, "_prepare_arrays", prepare_and_shuffle)
+
+
+@pytest.mark.parametrize("method", ["ce", "coteaching"])
+def test_training_never_reads_y_true(make_cfg, monkeypatch, method):
+    reference = run(make_cfg(*FAST, f"method={method}"))
+    reference_weights = trained_weights(reference)
+    shuffle_y_true(monkeypatch)
+    shuffled = run(make_cfg(*FAST, f"method={method}"))
+    weights = trained_weights(shuffled)
+    assert weights.keys() == reference_weights.keys() and weights
+    for name, tensor in reference_weights.items():
+        assert torch.equal(tensor, weights[name]), name
+    assert shuffled["metrics"]["test/acc"] == reference["metrics"]["test/acc"]
+    if method == "coteaching":  # the diagnostic did see the shuffled labels
+        assert shuffled["metrics"]["train/label_precision"] != reference["metrics"]["train/label_precision"]
+
+
+def test_same_seed_same_metrics_other_seed_other_weights(make_cfg):
+    first = run(make_cfg(*FAST, "method=ce"))
+    first_weights = trained_weights(first)  # read now: the runs share one run dir
+    second = run(make_cfg(*FAST, "method=ce"))
+    assert first["metrics"] == second["metrics"]
+    other = run(make_cfg(*FAST, "method=ce", "seed=1"))
+    assert any(not torch.equal(a, b) for a, b in zip(first_weights.values(), trained_weights(other).values()))
