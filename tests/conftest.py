@@ -14,14 +14,17 @@ os.environ.setdefault("WANDB_SILENT", "true")
 
 @pytest.fixture
 def make_cfg(tmp_path):
-    """Composes conf/ with overrides, as the CLI would, with the run dir in tmp_path."""
+    """Composes conf/ with overrides, as the CLI would; each call gets its own run dir
+    (tmp_path/run0, run1, ...), as each CLI run does."""
+    calls = []
 
     def compose_cfg(*overrides: str):
+        calls.append(overrides)
         GlobalHydra.instance().clear()
         with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
             cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
         with open_dict(cfg):
-            cfg.hydra.runtime.output_dir = str(tmp_path / "run")
+            cfg.hydra.runtime.output_dir = str(tmp_path / f"run{len(calls) - 1}")
             cfg.hydra.job.num = 0
         HydraConfig.instance().set_config(cfg)
         with open_dict(cfg):

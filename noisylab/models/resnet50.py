@@ -46,8 +46,9 @@ def _cached_weights() -> Path | None:
 
 
 def _fit_channels(weight: torch.Tensor, channels: int) -> torch.Tensor:
-    """Adapts RGB conv1 filters to ``channels`` inputs: summed for 1 channel, otherwise cycled
-    over the channels and rescaled by 3/channels, so a constant image gives the same response."""
+    """Adapts RGB conv1 filters to ``channels`` inputs: summed for 1 channel (a grey image then
+    gives the response of its RGB copy), otherwise cycled over the channels and scaled by
+    3/channels (roughly preserving the response to a constant image)."""
     if channels == 1:
         return weight.sum(dim=1, keepdim=True)
     repeats = math.ceil(channels / 3)
