@@ -37,7 +37,8 @@ H⁻¹ from an SVD with singular values clamped at 1e-5, and θ_i += ρ · H⁻�
 broadcasting made the product elementwise with the first column), then θ ≥ 1.
 
 The reward is the ``metric`` of results.json (default ``val/acc``, on the noisy validation
-split); ``test/`` metrics are refused. A failed job, or one without results.json, counts 0.
+split); ``test/`` metrics are refused. A failed job, or one without results.json, counts 0
+(the search stops if no job at all has succeeded after an iteration: a typo in ``metric``?).
 In the sweep dir: s2e_history.json, s2e_best.yaml, s2e_schedules.png, rewritten after each
 iteration; ``resume=true`` continues from s2e_history.json (same ``hydra.sweep.dir``).
 Sampling is seeded per iteration (``seed``, iteration), so a resumed search draws what an
@@ -289,17 +290,8 @@ class S2ESweeper(Sweeper):
                      for p in params]
             job_returns = self._launch(batch, state["next_job_idx"])
             returns.append(job_returns)
-            rewards = []
-            for m, job_return in enumerate(job_returns):
-                reward, job_dir = self._reward(job_return, params[m])
-                rewards.append(reward)
-                state["trials"].append({
-                    "iteration": iteration, "sample": m, "job_idx": state["next_job_idx"] + m,
-                    "params": [float(p) for p in params[m]], "reward": reward,
-                    "job_dir": job_dir,
-                })
+            rewards = self._record(state, iteration, params, job_returns)
             state["next_job_idx"] += len(batch)
-            rewards = np.array(rewards)
             if self.quirk:
                 theta = official_step(theta, unit, rewards, self.step_size)
             else:
@@ -307,22 +299,39 @@ class S2ESweeper(Sweeper):
             state["theta"].append({"iteration": iteration + 1, "alpha": theta[:, 0].tolist(),
                                    "beta": theta[:, 1].tolist()})
             state["completed_iterations"] = iteration + 1
-            state["best"] = max(state["trials"], key=lambda t: t["reward"])
             self._save(sweep_dir, state, fixed)
-            mean = beta_mean(theta)
+            best = state["best"]
             log.info(
                 "S2E iteration %d/%d: rewards mean %.4f max %.4f | best so far %.4f (job %d) | "
                 "θ: a in [%.2f, %.2f], b in [%.2f, %.2f], mean of p_θ %s",
-                iteration + 1, self.iterations, rewards.mean(), rewards.max(),
-                state["best"]["reward"], state["best"]["job_idx"], theta[:, 0].min(),
-                theta[:, 0].max(), theta[:, 1].min(), theta[:, 1].max(),
-                np.array2string(mean * np.array(S2E_SCALES), precision=2, separator=","),
+                iteration + 1, self.iterations, rewards.mean(), rewards.max(), best["reward"],
+                best["job_idx"], theta[:, 0].min(), theta[:, 0].max(), theta[:, 1].min(),
+                theta[:, 1].max(),
+                np.array2string(beta_mean(theta) * S2E_SCALES, precision=2, separator=","),
             )
         if not returns:
             log.info("S2E: all %d iterations were already done in %s.", self.iterations, sweep_dir)
-            if state["trials"]:
-                self._save(sweep_dir, state, fixed)
+            self._save(sweep_dir, state, fixed)
         return returns
+
+    def _record(self, state: dict, iteration: int, params: np.ndarray, job_returns) -> np.ndarray:
+        """Reads each job's reward into the history; returns the rewards of this batch."""
+        rewards = []
+        for m, job_return in enumerate(job_returns):
+            reward, job_dir, ok = self._reward(job_return, params[m])
+            rewards.append(reward)
+            state["trials"].append({
+                "iteration": iteration, "sample": m, "job_idx": state["next_job_idx"] + m,
+                "params": [float(p) for p in params[m]], "reward": reward, "ok": ok,
+                "job_dir": job_dir,
+            })
+        done = [t for t in state["trials"] if t["ok"]]
+        state["best"] = max(done, key=lambda t: t["reward"]) if done else None
+        if not done:
+            raise NoisyLabError(f"S2E: none of the {len(job_returns)} jobs of iteration "
+                                f"{iteration + 1} gave a '{self.metric}' (see the warnings above "
+                                "and the jobs' logs); stopping the search.")
+        return np.array(rewards)
 
     def _launch(self, batch: list[list[str]], first_idx: int) -> list:
         self.validate_batch_is_legal(batch)
@@ -372,8 +381,9 @@ class S2ESweeper(Sweeper):
 
     # -- rewards -----------------------------------------------------------------------------
 
-    def _reward(self, job_return, params: np.ndarray) -> tuple[float, str | None]:
-        """(reward, job dir) of a finished job; 0 with a warning if it yielded no metric."""
+    def _reward(self, job_return, params: np.ndarray) -> tuple[float, str | None, bool]:
+        """(reward, job dir, ok) of a finished job; reward 0 with a warning (and ok False) if
+        the job failed or yielded no metric."""
         hydra_cfg = job_return.hydra_cfg
         job_dir = None if hydra_cfg is None else str(hydra_cfg.hydra.runtime.output_dir)
         name = f"job {job_dir or job_return.overrides}"
@@ -381,26 +391,25 @@ class S2ESweeper(Sweeper):
             value = job_return.return_value  # raises the job's exception if it failed
         except Exception as error:
             log.warning("S2E: %s failed (%s: %s); reward 0.", name, type(error).__name__, error)
-            return 0.0, job_dir
+            return 0.0, job_dir, False
         if isinstance(value, float) and math.isnan(value):  # noisylab's marker for a bad job
             log.warning("S2E: %s stopped with an error (see its error.txt); reward 0.", name)
-            return 0.0, job_dir
-        path = Path(job_dir or ".") / "results.json"
+            return 0.0, job_dir, False
         try:
-            results = json.loads(path.read_text())
-        except (OSError, ValueError) as error:
+            results = json.loads((Path(job_dir) / "results.json").read_text())
+        except (OSError, TypeError, ValueError) as error:  # TypeError: no job dir known
             log.warning("S2E: %s wrote no readable results.json (%s); reward 0.", name, error)
-            return 0.0, job_dir
+            return 0.0, job_dir, False
         launched = ((results.get("config") or {}).get("schedule") or {}).get("params")
         if launched is not None and not np.allclose(launched, params, atol=1e-9):
             log.warning("S2E: %s has a results.json for other schedule params; reward 0.", name)
-            return 0.0, job_dir
+            return 0.0, job_dir, False
         value = (results.get("metrics") or {}).get(self.metric)
         if not isinstance(value, (int, float)) or not math.isfinite(value):
-            log.warning("S2E: %s has no finite metric '%s' in results.json; reward 0.",
-                        name, self.metric)
-            return 0.0, job_dir
-        return float(value), job_dir
+            log.warning("S2E: %s has no finite metric '%s' in results.json (it has: %s); "
+                        "reward 0.", name, self.metric, ", ".join(results.get("metrics") or {}))
+            return 0.0, job_dir, False
+        return float(value), job_dir, True
 
     # -- state -------------------------------------------------------------------------------
 
@@ -440,26 +449,30 @@ class S2ESweeper(Sweeper):
         return state
 
     def _save(self, sweep_dir: Path, state: dict, fixed: list[str]) -> None:
-        from omegaconf import OmegaConf
-
+        """s2e_history.json, s2e_best.yaml (once a job has succeeded), s2e_schedules.png."""
         state["updated"] = time.strftime("%Y-%m-%d %H:%M:%S")
         _write_atomic(sweep_dir / HISTORY, (json.dumps(state, indent=2) + "\n").encode())
+        if state["best"] is not None:
+            self._save_best(sweep_dir / BEST, state, fixed)
+        try:
+            plot_schedules(sweep_dir / PLOT, state["trials"], state["best"], state["max_epochs"],
+                           state["noise_rate"])
+        except Exception as error:  # a plot must never end a search
+            log.warning("S2E: could not draw %s (%s).", PLOT, error)
+
+    def _save_best(self, path: Path, state: dict, fixed: list[str]) -> None:
+        from omegaconf import OmegaConf
+
         best = state["best"]
-        override = f"schedule=s2e schedule.params={format_params(best['params'])}"
-        command = ["python", "-m", "noisylab", *fixed, "schedule=s2e",
-                   f"schedule.params={format_params(best['params'])}"]
+        params = f"schedule.params={format_params(best['params'])}"
+        command = ["python", "-m", "noisylab", *fixed, "schedule=s2e", params]
         summary = {
             "metric": self.metric, "reward": best["reward"], "iteration": best["iteration"],
             "sample": best["sample"], "job_idx": best["job_idx"], "job_dir": best["job_dir"],
-            "params": best["params"], "override": override,
+            "params": best["params"], "override": f"schedule=s2e {params}",
             "command": " ".join(shlex.quote(part) for part in command),
             "trials": len(state["trials"]),
         }
         header = ("# The best schedule S2E found so far. Reuse it in a normal run with\n"
-                  f"#   {override}\n")
-        _write_atomic(sweep_dir / BEST, (header + OmegaConf.to_yaml(summary)).encode())
-        try:
-            plot_schedules(sweep_dir / PLOT, state["trials"], best, state["max_epochs"],
-                           state["noise_rate"])
-        except Exception as error:  # a plot must never end a search
-            log.warning("S2E: could not draw %s (%s).", PLOT, error)
+                  f"#   schedule=s2e {params}\n")
+        _write_atomic(path, (header + OmegaConf.to_yaml(summary)).encode())

@@ -241,6 +241,7 @@ def test_the_sweeper_launches_rewards_updates_and_resumes(fake_app):
     trials = history["trials"]
     assert [t["job_idx"] for t in trials] == list(range(6))
     assert trials[1]["reward"] == 0.0 and trials[2]["reward"] == 0.0  # crashed / error.txt
+    assert [t["ok"] for t in trials] == [True, False, False, True, True, True]
     for trial in trials:
         assert len(trial["params"]) == 12
         assert all(0 <= p <= s for p, s in zip(trial["params"], S2E_SCALES, strict=True))
@@ -266,13 +267,15 @@ def test_the_sweeper_launches_rewards_updates_and_resumes(fake_app):
     assert (sweep / "8" / "results.json").is_file()
 
 
-def test_the_sweeper_refuses_test_metrics_sweeps_and_schedule_free_methods(fake_app):
+def test_the_sweeper_refuses_bad_settings_with_one_sentence(fake_app):
     run, _ = fake_app
     for overrides, sentence in [
         (["hydra.sweeper.metric=test/acc"], "is a test-set metric"),
         (["crash_job=3,4"], "'crash_job=3,4' is a sweep"),
         (["method=ce"], "method=ce uses no forget-rate schedule"),
         (["schedule=s2e", "schedule.params=[0.5]"], "sets the schedule itself"),
+        (["hydra.sweeper.metric=val/nothing", "hydra.sweeper.samples_per_iteration=2"],
+         "none of the 2 jobs of iteration 1 gave a 'val/nothing'"),
     ]:
         done = run(*overrides)
         assert done.returncode == 2, (overrides, done.stderr[-2000:])
@@ -314,7 +317,7 @@ def test_hydra_instantiates_the_sweeper_from_the_primary_config_dir():
 @needs_entry_point
 def test_s2e_from_the_command_line_then_a_run_with_the_best_schedule(tmp_path):
     env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"}
-    fast = ["method.epochs=2", "trainer.enable_progress_bar=false", "callbacks=none"]
+    fast = ["method.epochs=2", "trainer.enable_progress_bar=false", "callbacks=none", "logger=none"]
     search = [sys.executable, "-m", "noisylab", "-m", "hydra/sweeper=s2e", "method=coteaching",
               "data=digits", "noise=pair45", *fast, "hydra.sweeper.iterations=2",
               "hydra.sweeper.samples_per_iteration=2", f"hydra.sweep.dir={tmp_path}/sweep"]

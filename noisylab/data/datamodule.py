@@ -203,6 +203,15 @@ class NoisyDataModule(pl.LightningDataModule):
     def test_dataloader(self):
         return self._batches(self.test, self.eval_batch_size, shuffle=False)
 
+    def transfer_batch_to_device(self, batch, device, dataloader_idx: int):
+        """Batches of tensors already on ``device`` (CPU runs, ``data.on_device``) skip
+        Lightning's generic collection walk."""
+        if isinstance(batch, dict) and "x" in batch and all(
+            isinstance(v, torch.Tensor) and v.device == device for v in batch.values()
+        ):
+            return batch
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         training = self.trainer is not None and self.trainer.training
         return self._transform(batch, training)
