@@ -48,3 +48,13 @@ def test_same_seed_same_metrics_other_seed_other_weights(make_cfg):
     assert first["metrics"] == second["metrics"]
     other = run(make_cfg(*FAST, "method=ce", "seed=1"))
     assert any(not torch.equal(a, b) for a, b in zip(first_weights.values(), trained_weights(other).values()))
+
+
+def test_wandb_logs_offline_into_the_run_dir_without_a_key(make_cfg, monkeypatch, tmp_path):
+    for name in ("WANDB_MODE", "WANDB_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc with a key
+    results = run(make_cfg("method.epochs=1", "trainer.enable_progress_bar=false", "callbacks=none", "logger=wandb"))
+    runs = list((tmp_path / "run0" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
+    assert (tmp_path / "run0" / "csv" / "metrics.csv").is_file() and results["metrics"]["test/acc"] is not None
