@@ -9,6 +9,7 @@ read the real on-disk formats through :mod:`noisylab.data.readers`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
 import numpy as np
 
 from noisylab.errors import ConfigError
