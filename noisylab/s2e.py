@@ -51,10 +51,8 @@ import io
 import json
 import logging
 import math
-import os
 import shlex
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -63,6 +61,7 @@ from hydra.plugins.sweeper import Sweeper
 from scipy.special import digamma, polygamma
 
 from noisylab.errors import ConfigError, NoisyLabError
+from noisylab.results import write_bytes_atomic
 from noisylab.schedules import S2E_SCALES, CoteachingSchedule, S2ESchedule
 
 log = logging.getLogger(__name__)
@@ -161,18 +160,7 @@ def beta_mean(theta: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------
-# Files: written to a temp file beside the target, then renamed into place.
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+# Files: written atomically (noisylab.results.write_bytes_atomic).
 
 
 def format_params(params) -> str:
@@ -206,7 +194,7 @@ def plot_schedules(path: Path, trials: list[dict], best: dict | None, max_epochs
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
-    _write_atomic(path, buffer.getvalue())
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 # ------------------------------------------------------------------------------------------
@@ -451,7 +439,7 @@ class S2ESweeper(Sweeper):
     def _save(self, sweep_dir: Path, state: dict, fixed: list[str]) -> None:
         """s2e_history.json, s2e_best.yaml (once a job has succeeded), s2e_schedules.png."""
         state["updated"] = time.strftime("%Y-%m-%d %H:%M:%S")
-        _write_atomic(sweep_dir / HISTORY, (json.dumps(state, indent=2) + "\n").encode())
+        write_bytes_atomic(sweep_dir / HISTORY, (json.dumps(state, indent=2) + "\n").encode())
         if state["best"] is not None:
             self._save_best(sweep_dir / BEST, state, fixed)
         try:
@@ -475,4 +463,4 @@ class S2ESweeper(Sweeper):
         }
         header = ("# The best schedule S2E found so far. Reuse it in a normal run with\n"
                   f"#   schedule=s2e {params}\n")
-        _write_atomic(path, (header + OmegaConf.to_yaml(summary)).encode())
+        write_bytes_atomic(path, (header + OmegaConf.to_yaml(summary)).encode())

@@ -86,3 +86,9 @@ def test_a_failing_job_does_not_stop_the_multirun(tmp_path):
     assert done.returncode == 2
     assert len(list((tmp_path / "sweep").glob("*/results.json"))) == 1
     assert "noise.rate must lie in [0, 1)" in done.stderr
+
+
+def test_unknown_method_lists_the_choices(tmp_path):
+    done = noisylab(tmp_path, "method=nonexistent")
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "Could not find 'method/nonexistent'" in done.stderr and "coteaching" in done.stderr
