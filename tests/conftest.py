@@ -1,11 +1,13 @@
 import os
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict
 
+from noisylab.data.datamodule import NoisyDataModule
 from noisylab.train import config_dir
 
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -37,3 +39,17 @@ def make_cfg(tmp_path):
 
 def resolved(cfg):
     return OmegaConf.to_container(cfg, resolve=True)
+
+
+def shuffle_y_true(monkeypatch, seed: int = 1234):
+    """Makes every datamodule shuffle its clean labels (train and val) after preparing: a
+    method that trains on y_true would then train differently (the honesty tests)."""
+    original = NoisyDataModule._prepare_arrays
+
+    def prepare_and_shuffle(self):
+        original(self)
+        generator = torch.Generator().manual_seed(seed)
+        for split in (self.train, self.val):
+            split["y_true"] = split["y_true"][torch.randperm(len(split["y_true"]), generator=generator)]
+
+    monkeypatch.setattr(NoisyDataModule, "_prepare_arrays", prepare_and_shuffle)

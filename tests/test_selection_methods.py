@@ -12,7 +12,6 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from noisylab import report as report_module
-from noisylab.data.datamodule import NoisyDataModule
 from noisylab.methods.coteaching_plus import CoTeachingPlus, disagreement_cross_update
 from noisylab.methods.decoupling import Decoupling, decoupling_losses, disagreement_mask
 from noisylab.methods.jocor import jocor_loss
@@ -20,6 +19,7 @@ from noisylab.methods.selection import small_loss_indices
 from noisylab.methods.selfpaced import self_paced_loss
 from noisylab.schedules import build_schedule
 from noisylab.train import config_dir, run
+from tests.conftest import shuffle_y_true
 
 B, C = 8, 3
 METHODS = ["selfpaced", "decoupling", "coteaching_plus", "jocor"]
@@ -213,18 +213,6 @@ def test_s2e_schedule_from_config_matches_its_formula():
 FAST = ["data=digits", "method.epochs=2", "callbacks=none", "logger=none", "trainer.enable_progress_bar=false"]
 EXTRA = {"coteaching_plus": ["method.init_epoch=1"],  # one epoch of each phase
          "decoupling": ["method.warmup_steps=3"]}
-
-
-def shuffle_y_true(monkeypatch):
-    original = NoisyDataModule._prepare_arrays
-
-    def prepare_and_shuffle(self):
-        original(self)
-        generator = torch.Generator().manual_seed(99)
-        for split in (self.train, self.val):
-            split["y_true"] = split["y_true"][torch.randperm(len(split["y_true"]), generator=generator)]
-
-    monkeypatch.setattr(NoisyDataModule, "_prepare_arrays", prepare_and_shuffle)
 
 
 @pytest.fixture

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from noisylab.data.datamodule import NoisyDataModule
 from noisylab.train import run
+from tests.conftest import shuffle_y_true
 
 FAST = ["method.epochs=3", "trainer.enable_progress_bar=false", "logger=none", "callbacks=default"]
 
@@ -12,18 +12,6 @@ FAST = ["method.epochs=3", "trainer.enable_progress_bar=false", "logger=none", "
 def trained_weights(results) -> dict:
     checkpoint = torch.load(f"{results['run_dir']}/checkpoints/last.ckpt", weights_only=False)
     return {k: v for k, v in checkpoint["state_dict"].items() if k.startswith("nets.") or k.startswith("net.")}
-
-
-def shuffle_y_true(monkeypatch):
-    original = NoisyDataModule._prepare_arrays
-
-    def prepare_and_shuffle(self):
-        original(self)
-        generator = torch.Generator().manual_seed(1234)
-        for split in (self.train, self.val):
-            split["y_true"] = split["y_true"][torch.randperm(len(split["y_true"]), generator=generator)]
-
-    monkeypatch.setattr(NoisyDataModule, "_prepare_arrays", prepare_and_shuffle)
 
 
 @pytest.mark.parametrize("method", ["ce", "coteaching"])
