@@ -66,6 +66,7 @@ def plain_step_time(cfg, epochs: int) -> float:
     from noisylab.train import build_datamodule
 
     torch.manual_seed(0)
+    torch.use_deterministic_algorithms(bool(cfg.trainer.get("deterministic", False)))  # as the Trainer does
     datamodule: NoisyDataModule = build_datamodule(cfg)
     datamodule.prepare()
     model_settings = {k: v for k, v in cfg.model.items() if k != "name"}

@@ -18,5 +18,5 @@ class CrossEntropy(LNLMethod):
     def training_step(self, batch, batch_idx: int):
         loss = F.cross_entropy(self.net(batch["x"]), batch["y"])
         self.step(loss)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(batch["y"]))
+        self.log_epoch_mean({"train/loss": loss}, len(batch["y"]))
         return loss

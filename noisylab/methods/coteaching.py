@@ -51,8 +51,8 @@ class CoTeaching(TwoNetworkMethod):
 
     def log_selection(self, batch, loss1, loss2, kept_by_1, kept_by_2, forget: float) -> None:
         size = len(batch["y"])
-        self.log_dict({
+        self.log_epoch_mean({
             "train/loss": loss1, "train/loss_net2": loss2, "train/forget_rate": forget,
             "train/label_precision": label_precision(kept_by_1, batch["y"], batch["y_true"]),
             "train/label_precision_net2": label_precision(kept_by_2, batch["y"], batch["y_true"]),
-        }, on_step=False, on_epoch=True, batch_size=size)
+        }, size)

@@ -64,10 +64,9 @@ class CoTeachingPlus(CoTeaching):
             loss1, loss2 = F.cross_entropy(logits1, y), F.cross_entropy(logits2, y)
             kept_by_1 = kept_by_2 = disagree = torch.arange(size, device=y.device)
         else:  # nothing to learn from in this batch
-            self.log_dict({"train/update_fraction": 0.0, "train/forget_rate": forget},
-                          on_step=False, on_epoch=True, batch_size=size)
+            self.log_epoch_mean({"train/update_fraction": 0.0, "train/forget_rate": forget}, size)
             return None
         self.step(loss1 + loss2)  # each network gets the gradient of its own loss only
-        self.log("train/update_fraction", len(disagree) / size, on_step=False, on_epoch=True, batch_size=size)
+        self.log_epoch_mean({"train/update_fraction": len(disagree) / size}, size)
         self.log_selection(batch, loss1, loss2, kept_by_1, kept_by_2, forget)
         return loss1

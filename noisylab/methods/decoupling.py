@@ -62,5 +62,5 @@ class Decoupling(TwoNetworkMethod):
             precision = label_precision(chosen, y, batch["y_true"])
             if not torch.isnan(precision):  # both networks train on the same set
                 logs.update({"train/label_precision": precision, "train/label_precision_net2": precision})
-        self.log_dict(logs, on_step=False, on_epoch=True, batch_size=size)
+        self.log_epoch_mean(logs, size)
         return loss1

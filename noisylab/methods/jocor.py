@@ -58,8 +58,8 @@ class JoCoR(TwoNetworkMethod):
         loss = joint[kept].mean()
         self.step(loss)  # one backward through both networks
         precision = label_precision(kept, y, batch["y_true"])  # one set for both networks
-        self.log_dict({
+        self.log_epoch_mean({
             "train/loss": loss, "train/forget_rate": forget,
             "train/label_precision": precision, "train/label_precision_net2": precision,
-        }, on_step=False, on_epoch=True, batch_size=len(y))
+        }, len(y))
         return loss

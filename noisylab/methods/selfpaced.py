@@ -47,8 +47,8 @@ class SelfPaced(LNLMethod):
         forget = self.forget_rate(self.current_epoch)
         loss, kept = self_paced_loss(self.net(x), y, forget)
         self.step(loss)
-        self.log_dict({
+        self.log_epoch_mean({
             "train/loss": loss, "train/forget_rate": forget,
             "train/label_precision": label_precision(kept, y, batch["y_true"]),
-        }, on_step=False, on_epoch=True, batch_size=len(y))
+        }, len(y))
         return loss
