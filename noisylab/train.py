@@ -170,8 +170,8 @@ def task(cfg: DictConfig) -> float | None:
         results = run(cfg)
     except NoisyLabError as error:
         multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-        log.error("%s", error)
         if multirun:
+            log.error("%s", error)
             (Path(cfg.paths.output_dir) / "error.txt").write_text(f"{error}\n")
             return float("nan")
         print(f"noisylab: error: {error}", file=sys.stderr, flush=True)

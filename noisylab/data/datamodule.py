@@ -65,6 +65,8 @@ class NoisyDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         self.prepare()
+        if self.data_cfg.get("on_device", False) and self.trainer is not None:
+            self._move_to(self.trainer.strategy.root_device)
 
     @property
     def num_classes(self) -> int:
@@ -131,8 +133,6 @@ class NoisyDataModule(pl.LightningDataModule):
         self.trusted = _subset(trusted_index, source.x_train, clean, clean) if len(trusted_index) else None
         self.test = _subset(np.arange(len(source.y_test)), source.x_test, source.y_test, source.y_test)
         self.split_index = {"train": train_index, "val": val_index, "trusted": trusted_index}
-        if self.data_cfg.get("on_device", False):
-            self._move_to_accelerator()
 
     def _pick_trusted(self, pool: np.ndarray, clean: np.ndarray, num_classes: int) -> np.ndarray:
         k = self.trusted_per_class
@@ -159,10 +159,9 @@ class NoisyDataModule(pl.LightningDataModule):
         )
         self.split_index = {}
 
-    def _move_to_accelerator(self) -> None:
-        device = torch.device("cuda") if torch.cuda.is_available() else None
-        if device is None:
-            return
+    def _move_to(self, device: torch.device) -> None:
+        """``data.on_device``: the whole (small) dataset lives on the accelerator; batches are
+        gathered and augmented there, with no host-to-device copy per step."""
         for split in (self.train, self.val, self.trusted, self.test):
             if isinstance(split, dict):
                 for name in split:

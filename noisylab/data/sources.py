@@ -9,6 +9,7 @@ read the real on-disk formats through :mod:`noisylab.data.readers`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -59,6 +60,11 @@ def mnist1d(cfg) -> Source:
     )
 
 
+def data_root(cfg) -> Path:
+    """``data.root`` as an absolute path, so that messages say exactly where files must be."""
+    return Path(str(cfg.root)).expanduser().absolute()
+
+
 def _from_arrays(name, num_classes, arrays, asymmetric_map) -> Source:
     return Source(
         name, num_classes, tuple(arrays.x_train.shape[1:]), arrays.x_train, arrays.y_train,
@@ -71,41 +77,41 @@ def _maybe_download(cfg, name: str) -> None:
     if cfg.get("download", False):
         from noisylab.data import readers
 
-        readers.download(name, cfg.root)
+        readers.download(name, data_root(cfg))
 
 
 def mnist(cfg) -> Source:
     from noisylab.data import readers
 
     _maybe_download(cfg, "mnist")
-    return _from_arrays("mnist", 10, readers.read_mnist(cfg.root), "mnist")
+    return _from_arrays("mnist", 10, readers.read_mnist(data_root(cfg)), "mnist")
 
 
 def cifar10(cfg) -> Source:
     from noisylab.data import readers
 
     _maybe_download(cfg, "cifar10")
-    return _from_arrays("cifar10", 10, readers.read_cifar10(cfg.root), "cifar10")
+    return _from_arrays("cifar10", 10, readers.read_cifar10(data_root(cfg)), "cifar10")
 
 
 def cifar100(cfg) -> Source:
     from noisylab.data import readers
 
     _maybe_download(cfg, "cifar100")
-    return _from_arrays("cifar100", 100, readers.read_cifar100(cfg.root), "superclass")
+    return _from_arrays("cifar100", 100, readers.read_cifar100(data_root(cfg)), "superclass")
 
 
 def svhn(cfg) -> Source:
     from noisylab.data import readers
 
     _maybe_download(cfg, "svhn")
-    return _from_arrays("svhn", 10, readers.read_svhn(cfg.root), None)
+    return _from_arrays("svhn", 10, readers.read_svhn(data_root(cfg)), None)
 
 
 def clothing1m(cfg) -> Source:
     from noisylab.data import readers
 
-    files = readers.read_clothing1m(cfg.root)
+    files = readers.read_clothing1m(data_root(cfg))
     size = int(cfg.get("crop_size", 224))
     return Source("clothing1m", 14, (3, size, size), files=files, extra={"class_names": files.class_names})
 
