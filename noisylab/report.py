@@ -5,8 +5,9 @@ the runs by (method, noise), and gives the mean and standard deviation over seed
 ``--metric`` (default ``test/acc_last10``, the mean test accuracy of the last 10 epochs, as
 the Co-teaching family reports), in percent. Where the sweep config carries a ``paper:``
 block (``method -> noise -> accuracy in percent``, see ``conf/sweep/``), the paper's number
-is printed beside ours. Prints a Markdown table and writes ``report.md`` and ``report.csv``
-into ``sweep_dir``.
+is printed beside ours. Prints a Markdown table and writes ``report.md``, ``report.csv`` and
+``report_curves.png`` (per-epoch test accuracy and label precision of every method, mean
+over seeds, one column per noise: the figures of the Co-teaching paper) into ``sweep_dir``.
 """
 
 from __future__ import annotations
@@ -120,6 +121,55 @@ def write_csv(path: Path, cells: dict, methods: list[str], noises: list[str], me
                                  " ".join(f"{v:.4f}" for v in cell["values"])])
 
 
+def epoch_curves(run: dict) -> dict[str, list[float]]:
+    """Per-epoch test accuracy and label precision from a run's ``csv/metrics.csv``
+    (Lightning writes validation and training values of one epoch on separate rows)."""
+    path = Path(run.get("run_dir", "")) / "csv" / "metrics.csv"
+    curves: dict[str, dict[int, float]] = {"test/acc_epoch": {}, "train/label_precision": {}}
+    if not path.is_file():
+        return {}
+    with open(path) as f:
+        for row in csv.DictReader(f):
+            for key, values in curves.items():
+                if row.get(key):
+                    values[int(row["epoch"])] = float(row[key])
+    return {key: [values[e] for e in sorted(values)] for key, values in curves.items() if values}
+
+
+def plot_curves(path: Path, runs: list[dict], methods: list[str], noises: list[str]) -> bool:
+    """``report_curves.png``: rows = test accuracy, label precision; columns = noise."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = (("test/acc_epoch", "test accuracy"), ("train/label_precision", "label precision"))
+    figure, axes = plt.subplots(2, len(noises), figsize=(4.5 * len(noises), 6.5), squeeze=False)
+    drawn = False
+    for column, noise in enumerate(noises):
+        for method in methods:
+            per_seed = [epoch_curves(r) for r in runs if r["method"] == method and r["noise"]["name"] == noise]
+            for row, (key, label) in enumerate(keys):
+                series = [c[key] for c in per_seed if key in c]
+                if not series:
+                    continue
+                length = min(map(len, series))
+                mean = [100 * statistics.fmean(s[e] for s in series) for e in range(length)]
+                axes[row][column].plot(range(length), mean, label=method, color=f"C{methods.index(method) % 10}")
+                axes[row][column].set_ylabel(f"{label} (%)")
+                drawn = True
+        axes[0][column].set_title(noise)
+        axes[1][column].set_xlabel("epoch")
+    if not drawn:
+        plt.close(figure)
+        return False
+    axes[0][0].legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return True
+
+
 def report(sweep_dir: str | Path, metric: str = "test/acc_last10") -> str:
     """Builds the table for ``sweep_dir``, writes report.md and report.csv there, returns it."""
     sweep_dir = Path(sweep_dir)
@@ -145,6 +195,8 @@ def report(sweep_dir: str | Path, metric: str = "test/acc_last10") -> str:
             f"{len(runs)} run(s)\n\n{table}" + ("\n" + "\n".join(notes) + "\n" if notes else ""))
     (sweep_dir / "report.md").write_text(text)
     write_csv(sweep_dir / "report.csv", cells, methods, noises, metric)
+    if plot_curves(sweep_dir / "report_curves.png", runs, methods, noises):
+        text += "\nCurves: report_curves.png\n"
     return text
 
 
@@ -159,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"noisylab.report: error: {error}", file=sys.stderr)
         return 2
     print(text, end="")
-    print(f"written: {Path(args.sweep_dir) / 'report.md'}, {Path(args.sweep_dir) / 'report.csv'}")
+    print(f"written: report.md and report.csv in {args.sweep_dir}")
     return 0
 
 

@@ -310,3 +310,17 @@ def test_report_prints_ours_beside_the_paper(tmp_path, capsys):
     rows = (tmp_path / "report.csv").read_text().splitlines()
     assert rows[0].startswith("method,noise,metric,n,mean,std,paper") and rows[1].startswith("ce,sym50,test/acc_last10,2,85.0000")
     assert report_module.main([str(tmp_path / "missing")]) == 2
+
+
+def test_report_reads_epoch_curves_from_the_csv_and_plots_them(tmp_path):
+    fake_result(tmp_path, "0_coteaching_sym50_s0", "coteaching", "sym50", 0, 0.9, {})
+    folder = tmp_path / "0_coteaching_sym50_s0"
+    payload = json.loads((folder / "results.json").read_text())
+    (folder / "results.json").write_text(json.dumps({**payload, "run_dir": str(folder)}))
+    (folder / "csv").mkdir()
+    (folder / "csv" / "metrics.csv").write_text(  # Lightning's layout: val and train rows apart
+        "epoch,step,test/acc_epoch,train/label_precision\n0,9,0.5,\n0,9,,0.6\n1,19,0.7,\n1,19,,0.8\n")
+    assert report_module.epoch_curves(payload | {"run_dir": str(folder)}) == {
+        "test/acc_epoch": [0.5, 0.7], "train/label_precision": [0.6, 0.8]}
+    assert "report_curves.png" in report_module.report(tmp_path)
+    assert (tmp_path / "report_curves.png").stat().st_size > 1000
