@@ -97,7 +97,8 @@ def wandb_offline(logger_cfg) -> bool:
 
 
 def run(cfg: DictConfig) -> dict:
-    """Trains and tests one configuration; returns the results dict also written to disk."""
+    """Trains and tests one configuration; returns the results written to disk (by rank 0)
+    plus ``rank``, this process's global rank under DDP."""
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
@@ -114,13 +115,15 @@ def run(cfg: DictConfig) -> dict:
     trainer = instantiate(cfg.trainer, logger=build_loggers(cfg) or False, callbacks=callbacks)
     for logger in trainer.loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-    noisy_file = datamodule.save_noisy_labels(output_dir)
+    noisy_file = output_dir / "noisy_labels.npz"
+    if trainer.is_global_zero:  # under DDP every rank runs this function; rank 0 writes
+        datamodule.save_noisy_labels(output_dir)
     try:
         trainer.fit(method, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         fit_metrics = dict(trainer.callback_metrics)
         test_metrics = trainer.test(method, datamodule=datamodule, verbose=False)[0]
         metrics = {**fit_metrics, **test_metrics, **method.summary_metrics()}
-        metrics = {k: to_number(v) for k, v in sorted(metrics.items()) if not k.endswith("_epoch")}
+        metrics = {k: to_number(v) for k, v in sorted(metrics.items()) if "acc_epoch" not in k}
         results = {
             "method": cfg.method.name, "data": cfg.data.name, "model": cfg.model.name,
             "seed": int(cfg.seed), "noise": datamodule.noise_summary, "metrics": metrics,
@@ -128,7 +131,9 @@ def run(cfg: DictConfig) -> dict:
             "run_dir": str(output_dir), "noisy_labels": str(noisy_file),
             "config": OmegaConf.to_container(cfg, resolve=True),
         }
-        write_json_atomic(output_dir / "results.json", results)
+        if trainer.is_global_zero:
+            write_json_atomic(output_dir / "results.json", results)
+        results["rank"] = trainer.global_rank
     finally:
         finish_wandb()
     return results
@@ -176,7 +181,8 @@ def task(cfg: DictConfig) -> float | None:
             return float("nan")
         print(f"noisylab: error: {error}", file=sys.stderr, flush=True)
         sys.exit(2)
-    print_summary(results)
+    if results.pop("rank") == 0:
+        print_summary(results)
     metric = cfg.get("optimized_metric")
     return results["metrics"].get(metric) if metric else None
 

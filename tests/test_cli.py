@@ -92,3 +92,11 @@ def test_unknown_method_lists_the_choices(tmp_path):
     done = noisylab(tmp_path, "method=nonexistent")
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert "Could not find 'method/nonexistent'" in done.stderr and "coteaching" in done.stderr
+
+
+def test_ddp_on_two_cpu_processes_writes_one_results_file(tmp_path):
+    done = noisylab(tmp_path, *FAST, "trainer.strategy=ddp", "trainer.devices=2", "method.epochs=2")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("test accuracy") == 1  # rank 0 reports, the other rank is silent
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert 0.0 <= results["metrics"]["test/acc"] <= 1.0 and "rank" not in results

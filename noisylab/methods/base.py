@@ -109,7 +109,7 @@ class LNLMethod(pl.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         for name, (total, count) in self.epoch_sums.items():
-            self.log(name, total / count if float(count) > 0 else torch.tensor(float("nan")))
+            self.log(name, total / count if float(count) > 0 else torch.tensor(float("nan")), sync_dist=True)
         self.epoch_sums = {}
 
     # ------------------------------------------------------------------ the epoch plan
@@ -124,7 +124,7 @@ class LNLMethod(pl.LightningModule):
                 if "betas" in group:
                     beta1 = float(beta1_after) if decayed else float(tuple(self.optimizer_cfg.get("betas", (0.9,)))[0])
                     group["betas"] = (beta1, group["betas"][1])
-        self.log("train/lr", float(self.optimizer_cfg.lr) * factor)
+        self.log("train/lr", float(self.optimizer_cfg.lr) * factor, sync_dist=True)
 
     # ------------------------------------------------------------------- evaluation
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -145,7 +145,7 @@ class LNLMethod(pl.LightningModule):
                 known = batch["y_true"] >= 0
                 self.metrics[f"val_clean_{net}"].update(logits[known], batch["y_true"][known])
                 self.log("val/loss" + self._suffix(net), F.cross_entropy(logits, batch["y"]),
-                         add_dataloader_idx=False, batch_size=len(batch["y"]))
+                         add_dataloader_idx=False, batch_size=len(batch["y"]), sync_dist=True)
 
     def _suffix(self, net: str) -> str:
         return "" if net == self.reported[0] else f"_{net}"
@@ -164,7 +164,7 @@ class LNLMethod(pl.LightningModule):
                 metric.reset()
                 name = key + self._suffix(net)
                 self.history.setdefault(name, []).append(value)
-                self.log(name, value)
+                self.log(name, value, sync_dist=True)  # already global: torchmetrics syncs on compute
 
     def test_step(self, batch, batch_idx: int) -> None:
         for net in self.reported:
@@ -174,7 +174,7 @@ class LNLMethod(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         for net in self.reported:
             metric = self.metrics[f"test_{net}"]
-            self.log("test/acc" + self._suffix(net), float(metric.compute()))
+            self.log("test/acc" + self._suffix(net), float(metric.compute()), sync_dist=True)
             metric.reset()
 
     def summary_metrics(self) -> dict[str, float]:
