@@ -98,6 +98,9 @@ def build_schedule(cfg, noise_rate: float, max_epochs: int) -> ForgetRateSchedul
 
     ``tau: null`` means "the noise rate", as in Co-teaching.
     """
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create(cfg)  # a plain dict too (hyperparameters restored from a checkpoint)
     name = cfg.get("name", "coteaching")
     tau = cfg.get("tau")
     tau = noise_rate if tau is None else float(tau)

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from noisylab.methods.base import LNLMethod
 from noisylab.train import run
 from tests.conftest import shuffle_y_true
 
@@ -46,3 +47,30 @@ def test_wandb_logs_offline_into_the_run_dir_without_a_key(make_cfg, monkeypatch
     runs = list((tmp_path / "run0" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
     assert (tmp_path / "run0" / "csv" / "metrics.csv").is_file() and results["metrics"]["test/acc"] is not None
+
+
+def test_a_run_resumes_from_its_checkpoint_with_its_history(make_cfg, monkeypatch):
+    first = run(make_cfg("method.epochs=2", "trainer.enable_progress_bar=false", "logger=none"))
+    checkpoint = f"{first['run_dir']}/checkpoints/last.ckpt"
+    captured = {}
+    original = LNLMethod.summary_metrics
+
+    def capture(self):
+        captured["history"] = {k: list(v) for k, v in self.history.items()}
+        return original(self)
+
+    monkeypatch.setattr(LNLMethod, "summary_metrics", capture)
+    resumed = run(make_cfg("method.epochs=4", "trainer.enable_progress_bar=false", "logger=none",
+                           f"ckpt_path={checkpoint}"))
+    assert resumed["epochs"] == 4
+    assert len(captured["history"]["test/acc_epoch"]) == 4  # 2 restored + 2 new epochs
+
+
+def test_a_checkpoint_loads_back_into_its_method_for_evaluation(make_cfg):
+    from noisylab.methods.coteaching import CoTeaching
+
+    results = run(make_cfg("method.epochs=1", "trainer.enable_progress_bar=false", "logger=none"))
+    restored = CoTeaching.load_from_checkpoint(f"{results['run_dir']}/checkpoints/last.ckpt")
+    restored.eval()
+    logits = restored.network("net2")(torch.zeros(3, 1, 8, 8))
+    assert logits.shape == (3, 10) and restored.forget_rate(20) == pytest.approx(0.5)

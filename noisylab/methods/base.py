@@ -17,6 +17,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 import torchmetrics
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from noisylab.errors import ConfigError
 from noisylab.models import build_model
@@ -59,11 +60,16 @@ class LNLMethod(pl.LightningModule):
                  max_epochs: int, optimizer, lr_schedule=None, last_k: int = 10, **method_settings):
         super().__init__()
         self.save_hyperparameters(ignore=["method_settings"])
+        for key, value in list(self.hparams.items()):  # plain types: checkpoints load with weights_only
+            if isinstance(value, (DictConfig, ListConfig)):
+                self.hparams[key] = OmegaConf.to_container(value, resolve=True)
         self.automatic_optimization = False
         self.model_cfg = dict(model)
         self.num_classes, self.input_shape = int(num_classes), tuple(input_shape)
         self.train_size, self.noise_rate, self.max_epochs = int(train_size), float(noise_rate), int(max_epochs)
-        self.optimizer_cfg, self.lr_schedule_cfg, self.last_k = optimizer, lr_schedule, int(last_k)
+        self.optimizer_cfg = OmegaConf.create(optimizer)  # a dict too (load_from_checkpoint)
+        self.lr_schedule_cfg = None if lr_schedule is None else OmegaConf.create(lr_schedule)
+        self.last_k = int(last_k)
         self.metrics = torch.nn.ModuleDict({
             f"{split}_{net}": torchmetrics.classification.MulticlassAccuracy(num_classes, average="micro")
             for split in ("val", "val_clean", "test") for net in self.reported
