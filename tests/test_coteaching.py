@@ -55,3 +55,20 @@ def test_coteaching_schedule_values():
     assert schedule(5) == pytest.approx(0.225)
     assert schedule(10) == pytest.approx(0.45) and schedule(150) == pytest.approx(0.45)
     assert CoteachingSchedule(0.5, 10, 2)(5) == pytest.approx(0.5 * 0.25)
+
+
+def test_coteaching_lr_and_beta1_plan():
+    """Linear decay to 0 from epoch 80 of 200, beta1 0.9 -> 0.1 there (official code)."""
+    from omegaconf import OmegaConf
+
+    from noisylab.methods.base import LNLMethod
+
+    method = LNLMethod.__new__(LNLMethod)
+    method.optimizer_cfg = OmegaConf.create({"lr": 0.001, "betas": [0.9, 0.999]})
+    method.lr_schedule_cfg = OmegaConf.create({"name": "linear_decay", "decay_start": 80, "beta1_after_decay": 0.1})
+    method.max_epochs = 200
+    assert method.epoch_hyperparameters(0) == (0.001, 0.9)
+    assert method.epoch_hyperparameters(79) == (0.001, 0.9)
+    assert method.epoch_hyperparameters(80) == (pytest.approx(0.001), 0.1)
+    assert method.epoch_hyperparameters(140)[0] == pytest.approx(0.001 * 60 / 120)
+    assert method.epoch_hyperparameters(199)[0] == pytest.approx(0.001 / 120)

@@ -119,18 +119,24 @@ class LNLMethod(pl.LightningModule):
         self.epoch_sums = {}
 
     # ------------------------------------------------------------------ the epoch plan
-    def on_train_epoch_start(self) -> None:
-        """Sets every optimizer's lr (and Adam's beta1 after the decay start, Co-teaching)."""
-        factor = lr_factor(self.lr_schedule_cfg, self.current_epoch, self.max_epochs)
+    def epoch_hyperparameters(self, epoch: int) -> tuple[float, float | None]:
+        """(lr, Adam's beta1 or None to keep it) for ``epoch``: the lr schedule, and the
+        Co-teaching code's switch of beta1 to ``beta1_after_decay`` at the decay start."""
+        lr = float(self.optimizer_cfg.lr) * lr_factor(self.lr_schedule_cfg, epoch, self.max_epochs)
         beta1_after = (self.lr_schedule_cfg or {}).get("beta1_after_decay")
-        decayed = beta1_after is not None and self.current_epoch >= int(self.lr_schedule_cfg.decay_start)
+        if beta1_after is None:
+            return lr, None
+        decayed = epoch >= int(self.lr_schedule_cfg.decay_start)
+        return lr, float(beta1_after) if decayed else float(tuple(self.optimizer_cfg.get("betas", (0.9,)))[0])
+
+    def on_train_epoch_start(self) -> None:
+        lr, beta1 = self.epoch_hyperparameters(self.current_epoch)
         for optimizer in self.trainer.optimizers:
             for group in optimizer.param_groups:
-                group["lr"] = float(self.optimizer_cfg.lr) * factor
-                if "betas" in group:
-                    beta1 = float(beta1_after) if decayed else float(tuple(self.optimizer_cfg.get("betas", (0.9,)))[0])
+                group["lr"] = lr
+                if beta1 is not None and "betas" in group:
                     group["betas"] = (beta1, group["betas"][1])
-        self.log("train/lr", float(self.optimizer_cfg.lr) * factor, sync_dist=True)
+        self.log_epoch_mean({"train/lr": lr}, 1)
 
     # ------------------------------------------------------------------- evaluation
     def on_save_checkpoint(self, checkpoint: dict) -> None:
