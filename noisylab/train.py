@@ -96,6 +96,15 @@ def wandb_offline(logger_cfg) -> bool:
         return True
 
 
+def quiet_lightning() -> None:
+    """Lightning's start-up tips and a deprecation notice of its own internals are noise in
+    every run's output; real warnings stay."""
+    import warnings
+
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+
+
 def run(cfg: DictConfig) -> dict:
     """Trains and tests one configuration; returns the results written to disk (by rank 0)
     plus ``rank``, this process's global rank under DDP."""
@@ -105,6 +114,7 @@ def run(cfg: DictConfig) -> dict:
     from noisylab.results import to_number, write_json_atomic
 
     started = time.time()
+    quiet_lightning()
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
