@@ -21,6 +21,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--only", choices=["overhead", "fused"], help="run one benchmark")
     parser.add_argument("--json", help="also write the numbers to this file")
     args = parser.parse_args(argv)
+    from noisylab.train import quiet_lightning
+
+    quiet_lightning()
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
     device = "cuda" if torch.cuda.is_available() else "cpu"
