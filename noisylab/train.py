@@ -33,8 +33,9 @@ def config_dir() -> str:
 def build_datamodule(cfg: DictConfig):
     from noisylab.data.datamodule import NoisyDataModule
 
-    method = cfg.method
-    data = OmegaConf.merge(cfg.data, {k: method[k] for k in ("augment",) if method.get(k) is not None})
+    method, data = cfg.method, cfg.data
+    if method.get("augment") is not None:  # the method's published pipeline beats the dataset's default
+        data = OmegaConf.merge(data, {"augment": method.augment})
     if method.get("normalize") is False:
         data = OmegaConf.merge(data, {"mean": None, "std": None})
     trusted = int(cfg.data.get("trusted_per_class", 0) or 0)
@@ -46,16 +47,17 @@ def build_datamodule(cfg: DictConfig):
     )
 
 
-METHOD_KEYS_FOR_DATA = ("name", "_target_", "model", "batch_size", "epochs", "augment", "normalize", "needs_trusted")
+# Keys of a method's config that set up the run around it, not arguments of its class.
+RUN_KEYS = ("name", "_target_", "model", "batch_size", "epochs", "augment", "normalize", "needs_trusted",
+            "uses_schedule")
 
 
 def build_method(cfg: DictConfig, datamodule):
     from hydra.utils import get_class
 
-    settings = {k: v for k, v in cfg.method.items() if k not in METHOD_KEYS_FOR_DATA}
-    if "schedule" in cfg and cfg.method.get("uses_schedule", False):
+    settings = {k: v for k, v in cfg.method.items() if k not in RUN_KEYS}
+    if cfg.method.get("uses_schedule", False):  # small-loss methods: the forget-rate schedule
         settings["schedule"] = cfg.schedule
-    settings.pop("uses_schedule", None)
     cls = get_class(cfg.method._target_)
     return cls(
         model=cfg.model, num_classes=datamodule.num_classes, input_shape=datamodule.input_shape,
