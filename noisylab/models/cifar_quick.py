@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from noisylab.errors import ConfigError
-from noisylab.models import Classifier, model_builder
+from noisylab.models.base import Classifier, model_builder
 
 # Caffe pools round up (ceil mode): out = ceil((H - 3) / 2) + 1, and the 5x5 convs (padding 2)
 # keep the size. 8 -> 4 -> 2 -> 1 is the smallest chain that never pools a 1-pixel map (which

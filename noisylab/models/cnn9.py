@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from noisylab.models import Classifier, as_bool, as_float, model_builder
+from noisylab.models.base import Classifier, as_bool, as_float, model_builder
 
 # Shape arithmetic: c1-c6 keep the size (padding 1), each 2x2/2 max-pool floors H/2, and c7-c9
 # (3x3, padding 0) remove 2 pixels each: out = floor(floor(H/2)/2) - 6 >= 1  <=>  H >= 28.

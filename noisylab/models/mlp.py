@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from noisylab.models import Classifier, as_float, as_int_list, model_builder
+from noisylab.models.base import Classifier, as_float, as_int_list, model_builder
 
 
 class MLP(Classifier):

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from noisylab.models import Classifier, model_builder
+from noisylab.models.base import Classifier, model_builder
 
 # 3x3 convs with padding 1 and stride 2 give ceil(H/2) >= 1, and the pool is global, so any
 # image size works (32x32 ends at 4x4, where the global pool equals the reference avg_pool2d(4)).

@@ -10,7 +10,7 @@ import torchvision
 from torch import nn
 
 from noisylab.errors import ConfigError
-from noisylab.models import Classifier, as_bool, model_builder
+from noisylab.models.base import Classifier, as_bool, model_builder
 
 # conv1 (7x7/2, pad 3) and the max-pool (3x3/2, pad 1) give >= 1 pixel for any input, strided
 # convs give ceil(H/2), and the pool is adaptive, so any size works (224x224 is the usual).

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from noisylab.models import Classifier, model_builder
+from noisylab.models.base import Classifier, model_builder
 
 # Stride-2 3x3 convs (padding 1) and the [::2] subsampling of the shortcut both give ceil(H/2),
 # and the pool is global, so any image size works.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from noisylab.models import Classifier, model_builder
+from noisylab.models.base import Classifier, model_builder
 
 # cnn6: padding-1 convs keep the size, three 2x2/2 max-pools floor H/2 each:
 # floor(H/8) >= 1  <=>  H >= 8.

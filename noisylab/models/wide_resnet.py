@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from noisylab.errors import ConfigError
-from noisylab.models import Classifier, as_float, as_int, model_builder
+from noisylab.models.base import Classifier, as_float, as_int, model_builder
 
 # Stride-2 3x3 convs (padding 1) give ceil(H/2) >= 1, the parameter-free shortcuts of the "ieg"
 # variant pool with ceil_mode (also ceil(H/2)), and the final pool is global: any size works.
