@@ -47,6 +47,7 @@ def test_label_precision_counts_clean_kept_samples_and_ignores_unknown():
     y = torch.tensor([0, 1, 2, 3])
     y_true = torch.tensor([0, 0, 2, -1])
     assert label_precision(torch.tensor([0, 1, 2, 3]), y, y_true).item() == pytest.approx(2 / 3)
+    assert torch.isnan(label_precision(torch.tensor([3]), y, y_true))  # no clean label known
 
 
 def test_coteaching_schedule_values():

@@ -59,8 +59,7 @@ class Decoupling(TwoNetworkMethod):
         logs = {"train/loss": loss1, "train/loss_net2": loss2, "train/update_fraction": len(chosen) / size}
         if len(chosen) > 0:
             self.step(loss1 + loss2)  # each network gets the gradient of its own loss only
-            precision = label_precision(chosen, y, batch["y_true"])
-            if not torch.isnan(precision):  # both networks train on the same set
-                logs.update({"train/label_precision": precision, "train/label_precision_net2": precision})
+            precision = label_precision(chosen, y, batch["y_true"])  # one set for both networks
+            logs.update({"train/label_precision": precision, "train/label_precision_net2": precision})
         self.log_epoch_mean(logs, size)
         return loss1

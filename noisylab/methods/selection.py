@@ -19,8 +19,8 @@ def small_loss_indices(losses: torch.Tensor, forget_rate: float) -> torch.Tensor
 
 def label_precision(kept: torch.Tensor, y: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
     """Fraction of kept samples whose observed label is the clean one (diagnostic only:
-    samples with unknown clean label, ``y_true == -1``, are left out)."""
-    known = y_true[kept] >= 0
-    if not bool(known.any()):
-        return torch.tensor(float("nan"), device=y.device)
-    return (y[kept][known] == y_true[kept][known]).float().mean()
+    samples with unknown clean label, ``y_true == -1``, are left out; NaN if none is known).
+    No branch on tensor values, so no device synchronisation in the training step."""
+    known = (y_true[kept] >= 0).float()
+    clean = (y[kept] == y_true[kept]).float() * known
+    return clean.sum() / known.sum()
