@@ -76,5 +76,7 @@ class BatchTransform:
         elif training and self.augment == "crop":
             x = random_crop_flip(x, self.padding, flip=False)
         if self.mean is not None:
-            x = (x - self.mean.to(x.device)) / self.std.to(x.device)
+            if self.mean.device != x.device:  # moved once, not copied to the device every batch
+                self.mean, self.std = self.mean.to(x.device), self.std.to(x.device)
+            x = (x - self.mean) / self.std
         return x

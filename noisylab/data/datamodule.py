@@ -125,8 +125,7 @@ class NoisyDataModule(pl.LightningDataModule):
         n_val = int(round(val_fraction * len(order)))
         val_index, pool = order[:n_val], order[n_val:]
         trusted_index = self._pick_trusted(pool, source.y_train, source.num_classes)
-        train_index = np.setdiff1d(pool, trusted_index, assume_unique=True)
-        train_index = pool[np.isin(pool, train_index)]  # keep the permuted order
+        train_index = pool[~np.isin(pool, trusted_index)]  # in the permuted order
         noisy, clean = self.noisy.labels, source.y_train
         self.train = _subset(train_index, source.x_train, noisy, clean)
         self.val = _subset(val_index, source.x_train, noisy, clean) if n_val else None

@@ -8,7 +8,7 @@ read the real on-disk formats through :mod:`noisylab.data.readers`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,7 @@ class Source:
     coarse_train: np.ndarray | None = None  # CIFAR-100 superclasses, for asymmetric noise
     asymmetric_map: str | None = None  # "cifar10", "mnist", "superclass" or None
     files: object | None = None  # noisylab.data.readers.Clothing1M for file-backed data
-    extra: dict = field(default_factory=dict)
+    class_names: list[str] | None = None
 
 
 def digits(cfg) -> Source:
@@ -69,7 +69,7 @@ def _from_arrays(name, num_classes, arrays, asymmetric_map) -> Source:
     return Source(
         name, num_classes, tuple(arrays.x_train.shape[1:]), arrays.x_train, arrays.y_train,
         arrays.x_test, arrays.y_test, coarse_train=arrays.coarse_train, asymmetric_map=asymmetric_map,
-        extra={"class_names": arrays.class_names},
+        class_names=arrays.class_names,
     )
 
 
@@ -113,7 +113,7 @@ def clothing1m(cfg) -> Source:
 
     files = readers.read_clothing1m(data_root(cfg))
     size = int(cfg.get("crop_size", 224))
-    return Source("clothing1m", 14, (3, size, size), files=files, extra={"class_names": files.class_names})
+    return Source("clothing1m", 14, (3, size, size), files=files, class_names=files.class_names)
 
 
 SOURCES = {
