@@ -359,7 +359,7 @@ class S2ESweeper(Sweeper):
         cfg = self.hydra_context.config_loader.load_sweep_config(
             master_config=self.config, sweep_overrides=overrides
         )
-        if not OmegaConf.select(cfg, "method.uses_schedule", default=False):
+        if not uses_schedule(OmegaConf.select(cfg, "method._target_", default=None)):
             name = OmegaConf.select(cfg, "method.name", default="?")
             raise ConfigError(f"method={name} uses no forget-rate schedule, so S2E has nothing "
                               "to search; use a small-loss method such as method=coteaching.")
@@ -464,3 +464,14 @@ class S2ESweeper(Sweeper):
         header = ("# The best schedule S2E found so far. Reuse it in a normal run with\n"
                   f"#   schedule=s2e {params}\n")
         write_bytes_atomic(path, (header + OmegaConf.to_yaml(summary)).encode())
+
+
+def uses_schedule(target: str | None) -> bool:
+    """Whether the method class ``target`` takes a forget-rate schedule (a ``schedule`` setting)."""
+    if not target:
+        return False
+    from hydra.utils import get_class
+
+    from noisylab.methods.contract import accepted_settings
+
+    return "schedule" in accepted_settings(get_class(target))

@@ -30,40 +30,66 @@ def config_dir() -> str:
     raise FileNotFoundError("noisylab's config tree (conf/config.yaml) is missing from the installation.")
 
 
+def method_class(cfg: DictConfig):
+    from hydra.utils import get_class
+
+    return get_class(cfg.method._target_)
+
+
 def build_datamodule(cfg: DictConfig):
     from noisylab.data.datamodule import NoisyDataModule
 
-    method, data = cfg.method, cfg.data
-    if method.get("augment") is not None:  # the method's published pipeline beats the dataset's default
-        data = OmegaConf.merge(data, {"augment": method.augment})
-    if method.get("normalize") is False:
+    cls, protocol, data = method_class(cfg), cfg.protocol, cfg.data
+    if protocol.get("augment") is not None:  # the published recipe's pipeline beats the dataset's default
+        data = OmegaConf.merge(data, {"augment": protocol.augment})
+    if protocol.get("normalize") is False:
         data = OmegaConf.merge(data, {"mean": None, "std": None})
+    if "drop_last" in applied_quirks(cls, cfg):
+        data = OmegaConf.merge(data, {"drop_last": True})
     trusted = int(cfg.data.get("trusted_per_class", 0) or 0)
-    if method.get("needs_trusted", False) and trusted <= 0:
-        raise NoisyLabError(f"method={method.name} needs a trusted clean set: set data.trusted_per_class > 0.")
+    if cls.needs_trusted and trusted <= 0:
+        raise NoisyLabError(f"method={cfg.method.name} needs a trusted clean set: set data.trusted_per_class > 0.")
     return NoisyDataModule(
-        data, cfg.noise, batch_size=method.batch_size, eval_batch_size=cfg.data.get("eval_batch_size", 512),
-        trusted_per_class=trusted, serve_trusted=bool(method.get("needs_trusted", False)), seed=cfg.seed,
+        data, cfg.noise, batch_size=protocol.batch_size, eval_batch_size=cfg.data.get("eval_batch_size", 512),
+        trusted_per_class=trusted, serve_trusted=cls.needs_trusted, seed=cfg.seed, raw_batches=cls.raw_batches,
     )
 
 
-# Keys of a method's config that set up the run around it, not arguments of its class.
-RUN_KEYS = ("name", "_target_", "model", "batch_size", "epochs", "augment", "normalize", "needs_trusted",
-            "uses_schedule")
+def applied_quirks(cls, cfg: DictConfig) -> list[str]:
+    """The official-code behaviours this run turns on (``quirks=official``)."""
+    return list(cls.official_quirks) if cfg.get("quirks", "paper") == "official" else []
+
+
+def run_facts(cfg: DictConfig, datamodule):
+    from noisylab.methods.contract import RunFacts
+
+    noisy = datamodule.noisy
+    return RunFacts(
+        num_classes=datamodule.num_classes, input_shape=tuple(datamodule.input_shape),
+        train_size=datamodule.train_size, max_epochs=int(cfg.trainer.max_epochs),
+        noise_rate=float(cfg.noise.get("rate", 0.0) or 0.0), noise_kind=str(cfg.noise.get("kind", "none")),
+        transition=None if noisy is None else tuple(map(tuple, noisy.transition.tolist())),
+        class_names=None if datamodule.class_names is None else tuple(datamodule.class_names),
+        trusted_size=datamodule.trusted_size,
+    )
 
 
 def build_method(cfg: DictConfig, datamodule):
-    from hydra.utils import get_class
+    """The method's class with its settings (``method.*`` less its name, target and model:
+    unknown keys are refused), the run's facts, the model and protocol configs, and, for
+    methods that take one, the forget-rate ``schedule``."""
+    from noisylab.methods.contract import DESCRIPTIVE_KEYS, accepted_settings, check_settings
 
-    settings = {k: v for k, v in cfg.method.items() if k not in RUN_KEYS}
-    if cfg.method.get("uses_schedule", False):  # small-loss methods: the forget-rate schedule
+    cls = method_class(cfg)
+    settings = {k: v for k, v in cfg.method.items() if k not in DESCRIPTIVE_KEYS}
+    if "schedule" in accepted_settings(cls):
+        if "schedule" in settings:
+            raise NoisyLabError("the forget-rate schedule is its own group: use schedule=... / schedule.tau=..., "
+                                "not method.schedule.")
         settings["schedule"] = cfg.schedule
-    cls = get_class(cfg.method._target_)
-    return cls(
-        model=cfg.model, num_classes=datamodule.num_classes, input_shape=datamodule.input_shape,
-        train_size=datamodule.train_size, noise_rate=float(cfg.noise.get("rate", 0.0) or 0.0),
-        max_epochs=int(cfg.trainer.max_epochs), **settings,
-    )
+    check_settings(cfg.method.name, cls, settings)
+    return cls(facts=run_facts(cfg, datamodule), model=cfg.model, protocol=cfg.protocol,
+               quirks=str(cfg.get("quirks", "paper")), **settings)
 
 
 def build_loggers(cfg: DictConfig) -> list:
@@ -138,17 +164,35 @@ def run(cfg: DictConfig) -> dict:
         metrics = {k: to_number(v) for k, v in sorted(metrics.items()) if "acc_epoch" not in k}
         results = {
             "method": cfg.method.name, "data": cfg.data.name, "model": cfg.model.name,
+            "protocol": cfg.protocol.get("name"), "quirks": cfg.get("quirks", "paper"),
+            "quirks_applied": sorted(method.quirks),
             "seed": int(cfg.seed), "noise": datamodule.noise_summary, "metrics": metrics,
             "epochs": int(trainer.current_epoch), "wall_time_s": round(time.time() - started, 3),
             "run_dir": str(output_dir), "noisy_labels": str(noisy_file),
             "config": OmegaConf.to_container(cfg, resolve=True),
         }
         if trainer.is_global_zero:
+            results["per_sample"] = str(write_per_sample(output_dir, method, datamodule))
             write_json_atomic(output_dir / "results.json", results)
         results["rank"] = trainer.global_rank
     finally:
         finish_wandb()
     return results
+
+
+def write_per_sample(output_dir: Path, method, datamodule) -> Path:
+    """``per_sample.npz``: index, observed and clean label of every training sample, and the
+    method's per-sample arrays (its state, its clean score)."""
+    import io
+
+    import numpy as np
+
+    from noisylab.results import write_bytes_atomic
+
+    arrays = {"index": np.arange(datamodule.train_size), **datamodule.train_labels(), **method.per_sample_arrays()}
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return write_bytes_atomic(output_dir / "per_sample.npz", buffer.getvalue())
 
 
 def finish_wandb() -> None:
@@ -199,6 +243,26 @@ def task(cfg: DictConfig) -> float | None:
     return results["metrics"].get(metric) if metric else None
 
 
+# The training recipe moved from method.* to the protocol group; the old keys keep working.
+MOVED_TO_PROTOCOL = ("epochs", "batch_size", "optimizer", "lr_schedule", "augment", "normalize", "last_k")
+
+
+def rewrite_moved_keys(argv: list[str]) -> list[str]:
+    """``protocol.epochs=3`` -> ``protocol.epochs=3`` (likewise the other recipe keys)."""
+    out = []
+    for arg in argv:
+        head = arg.lstrip("+~")
+        if head.startswith("method.") and head[len("method."):].split("=")[0].split(".")[0] in MOVED_TO_PROTOCOL:
+            arg = arg[: len(arg) - len(head)] + "protocol." + head[len("method."):]
+        out.append(arg)
+    return out
+
+
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
-def main(cfg: DictConfig) -> float | None:
+def _hydra_main(cfg: DictConfig) -> float | None:
     return task(cfg)
+
+
+def main() -> float | None:
+    sys.argv[1:] = rewrite_moved_keys(sys.argv[1:])
+    return _hydra_main()

@@ -53,3 +53,14 @@ def shuffle_y_true(monkeypatch, seed: int = 1234):
             split["y_true"] = split["y_true"][torch.randperm(len(split["y_true"]), generator=generator)]
 
     monkeypatch.setattr(NoisyDataModule, "_prepare_arrays", prepare_and_shuffle)
+
+
+def tiny_method(cls, *, max_epochs: int = 10, train_size: int = 8, num_classes: int = 3, protocol=None,
+                noise_kind: str = "symmetric", quirks: str = "paper", **settings):
+    """A method on 8-feature inputs with a small MLP, built outside any run."""
+    from noisylab.methods.contract import RunFacts
+
+    facts = RunFacts(num_classes=num_classes, input_shape=(8,), train_size=train_size, max_epochs=max_epochs,
+                     noise_rate=0.5, noise_kind=noise_kind)
+    protocol = protocol or {"optimizer": {"name": "adam", "lr": 1e-3}}
+    return cls(facts=facts, model={"name": "mlp", "hidden": [16]}, protocol=protocol, quirks=quirks, **settings)

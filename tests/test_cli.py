@@ -10,7 +10,7 @@ import pytest
 
 from tests.fixtures import write_cifar10, write_svhn
 
-FAST = ["method.epochs=3", "trainer.enable_progress_bar=false", "callbacks=none"]
+FAST = ["protocol.epochs=3", "trainer.enable_progress_bar=false", "callbacks=none"]
 
 
 def noisylab(tmp_path, *overrides, multirun=False):
@@ -75,7 +75,7 @@ def test_the_papers_setup_trains_on_cifar_files(tmp_path):
     """The card's command on (tiny) CIFAR-10 files: the 9-layer CNN, pair-45% noise."""
     write_cifar10(tmp_path / "cifar", n_train=40, n_test=20)
     done = noisylab(tmp_path, "method=coteaching", "data=cifar10", "noise=pair45", f"data.root={tmp_path}/cifar",
-                    "method.epochs=1", "trainer.enable_progress_bar=false", "callbacks=none")
+                    "protocol.epochs=1", "trainer.enable_progress_bar=false", "callbacks=none")
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["model"] == "cnn9" and results["data"] == "cifar10"
@@ -95,7 +95,7 @@ def test_unknown_method_lists_the_choices(tmp_path):
 
 
 def test_ddp_on_two_cpu_processes_writes_one_results_file(tmp_path):
-    done = noisylab(tmp_path, *FAST, "trainer.strategy=ddp", "trainer.devices=2", "method.epochs=2")
+    done = noisylab(tmp_path, *FAST, "trainer.strategy=ddp", "trainer.devices=2", "protocol.epochs=2")
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("test accuracy") == 1  # rank 0 reports, the other rank is silent
     results = json.loads((tmp_path / "run" / "results.json").read_text())

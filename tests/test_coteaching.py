@@ -60,14 +60,12 @@ def test_coteaching_schedule_values():
 
 def test_coteaching_lr_and_beta1_plan():
     """Linear decay to 0 from epoch 80 of 200, beta1 0.9 -> 0.1 there (official code)."""
-    from omegaconf import OmegaConf
+    from noisylab.methods.ce import CrossEntropy
+    from tests.conftest import tiny_method
 
-    from noisylab.methods.base import LNLMethod
-
-    method = LNLMethod.__new__(LNLMethod)
-    method.optimizer_cfg = OmegaConf.create({"lr": 0.001, "betas": [0.9, 0.999]})
-    method.lr_schedule_cfg = OmegaConf.create({"name": "linear_decay", "decay_start": 80, "beta1_after_decay": 0.1})
-    method.max_epochs = 200
+    method = tiny_method(CrossEntropy, max_epochs=200, protocol={
+        "optimizer": {"name": "adam", "lr": 0.001, "betas": [0.9, 0.999]},
+        "lr_schedule": {"name": "linear_decay", "decay_start": 80, "beta1_after_decay": 0.1}})
     assert method.epoch_hyperparameters(0) == (0.001, 0.9)
     assert method.epoch_hyperparameters(79) == (0.001, 0.9)
     assert method.epoch_hyperparameters(80) == (pytest.approx(0.001), 0.1)

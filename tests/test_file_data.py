@@ -36,7 +36,7 @@ def test_cifar100_asymmetric_noise_stays_inside_the_true_superclass(make_cfg, tm
 def clothing(make_cfg, tmp_path):
     written = write_clothing1m(tmp_path / "clothing1m", per_class=2)
     cfg = make_cfg("method=ce", "data=clothing1m", f"paths.data_dir={tmp_path}", "noise=none",
-                   "data.num_workers=0", "data.batches_per_epoch=2", "data.crop_size=32", "method.batch_size=7")
+                   "data.num_workers=0", "data.batches_per_epoch=2", "data.crop_size=32", "protocol.batch_size=7")
     return cfg, written
 
 

@@ -175,7 +175,7 @@ def test_state_dict_round_trip():
             assert torch.equal(actual, expected)
 
 
-FAST = ["method=coteaching", "data=digits", "method.epochs=2", "trainer.enable_progress_bar=false", "logger=none",
+FAST = ["method=coteaching", "data=digits", "protocol.epochs=2", "trainer.enable_progress_bar=false", "logger=none",
         "callbacks=default"]
 
 

@@ -208,8 +208,8 @@ def fake_app(tmp_path):
     (app / "app.py").write_text(FAKE_APP.replace("SCALES_HERE", repr(list(S2E_SCALES))))
     (app / "conf" / "config.yaml").write_text(FAKE_CONFIG)
     (app / "conf" / "method" / "smallloss.yaml").write_text("name: smallloss\nepochs: 30\n"
-                                                             "uses_schedule: true\n")
-    (app / "conf" / "method" / "ce.yaml").write_text("name: ce\nepochs: 30\n")
+                                                             "_target_: noisylab.methods.coteaching.CoTeaching\n")
+    (app / "conf" / "method" / "ce.yaml").write_text("name: ce\nepochs: 30\n_target_: noisylab.methods.ce.CrossEntropy\n")
     for name in ("s2e", "coteaching"):
         text = (ROOT / "conf" / "schedule" / f"{name}.yaml").read_text()
         (app / "conf" / "schedule" / f"{name}.yaml").write_text(text)
@@ -317,7 +317,7 @@ def test_hydra_instantiates_the_sweeper_from_the_primary_config_dir():
 @needs_entry_point
 def test_s2e_from_the_command_line_then_a_run_with_the_best_schedule(tmp_path):
     env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"}
-    fast = ["method.epochs=2", "trainer.enable_progress_bar=false", "callbacks=none", "logger=none"]
+    fast = ["protocol.epochs=2", "trainer.enable_progress_bar=false", "callbacks=none", "logger=none"]
     search = [sys.executable, "-m", "noisylab", "-m", "hydra/sweeper=s2e", "method=coteaching",
               "data=digits", "noise=pair45", *fast, "hydra.sweeper.iterations=2",
               "hydra.sweeper.samples_per_iteration=2", f"hydra.sweep.dir={tmp_path}/sweep"]

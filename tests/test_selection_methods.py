@@ -12,6 +12,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from noisylab import report as report_module
+from noisylab.methods.contract import RunFacts
 from noisylab.methods.coteaching_plus import CoTeachingPlus, disagreement_cross_update
 from noisylab.methods.decoupling import Decoupling, decoupling_losses, disagreement_mask
 from noisylab.methods.jocor import jocor_loss
@@ -118,9 +119,10 @@ def test_coteaching_plus_selects_inside_the_disagreement_set_and_trains_the_peer
 
 
 def build_method(cls, **extra):
-    settings = dict(model={"name": "mlp", "hidden": [16]}, num_classes=C, input_shape=(B,), train_size=B,
-                    noise_rate=0.5, max_epochs=10, optimizer=OmegaConf.create({"name": "adam", "lr": 1e-3}))
-    return cls(**settings, **extra)
+    facts = RunFacts(num_classes=C, input_shape=(B,), train_size=B, max_epochs=10, noise_rate=0.5,
+                     noise_kind="symmetric")
+    protocol = {"optimizer": {"name": "adam", "lr": 1e-3}}
+    return cls(facts=facts, model={"name": "mlp", "hidden": [16]}, protocol=protocol, **extra)
 
 
 def record_steps(method, monkeypatch) -> list:
@@ -210,7 +212,7 @@ def test_s2e_schedule_from_config_matches_its_formula():
 
 
 # ------------------------------------------------------------- training, end to end
-FAST = ["data=digits", "method.epochs=2", "callbacks=none", "logger=none", "trainer.enable_progress_bar=false"]
+FAST = ["data=digits", "protocol.epochs=2", "callbacks=none", "logger=none", "trainer.enable_progress_bar=false"]
 EXTRA = {"coteaching_plus": ["method.init_epoch=1"],  # one epoch of each phase
          "decoupling": ["method.warmup_steps=3"]}
 

@@ -7,7 +7,7 @@ from noisylab.methods.base import LNLMethod
 from noisylab.train import run
 from tests.conftest import shuffle_y_true
 
-FAST = ["method.epochs=3", "trainer.enable_progress_bar=false", "logger=none", "callbacks=default"]
+FAST = ["protocol.epochs=3", "trainer.enable_progress_bar=false", "logger=none", "callbacks=default"]
 
 
 def trained_weights(results) -> dict:
@@ -43,14 +43,14 @@ def test_wandb_logs_offline_into_the_run_dir_without_a_key(make_cfg, monkeypatch
     for name in ("WANDB_MODE", "WANDB_API_KEY"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc with a key
-    results = run(make_cfg("method.epochs=1", "trainer.enable_progress_bar=false", "callbacks=none", "logger=wandb"))
+    results = run(make_cfg("protocol.epochs=1", "trainer.enable_progress_bar=false", "callbacks=none", "logger=wandb"))
     runs = list((tmp_path / "run0" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
     assert (tmp_path / "run0" / "csv" / "metrics.csv").is_file() and results["metrics"]["test/acc"] is not None
 
 
 def test_a_run_resumes_from_its_checkpoint_with_its_history(make_cfg, monkeypatch):
-    first = run(make_cfg("method.epochs=2", "trainer.enable_progress_bar=false", "logger=none"))
+    first = run(make_cfg("protocol.epochs=2", "trainer.enable_progress_bar=false", "logger=none"))
     checkpoint = f"{first['run_dir']}/checkpoints/last.ckpt"
     captured = {}
     original = LNLMethod.summary_metrics
@@ -60,7 +60,7 @@ def test_a_run_resumes_from_its_checkpoint_with_its_history(make_cfg, monkeypatc
         return original(self)
 
     monkeypatch.setattr(LNLMethod, "summary_metrics", capture)
-    resumed = run(make_cfg("method.epochs=4", "trainer.enable_progress_bar=false", "logger=none",
+    resumed = run(make_cfg("protocol.epochs=4", "trainer.enable_progress_bar=false", "logger=none",
                            f"ckpt_path={checkpoint}"))
     assert resumed["epochs"] == 4
     assert len(captured["history"]["test/acc_epoch"]) == 4  # 2 restored + 2 new epochs
@@ -69,7 +69,7 @@ def test_a_run_resumes_from_its_checkpoint_with_its_history(make_cfg, monkeypatc
 def test_a_checkpoint_loads_back_into_its_method_for_evaluation(make_cfg):
     from noisylab.methods.coteaching import CoTeaching
 
-    results = run(make_cfg("method.epochs=1", "trainer.enable_progress_bar=false", "logger=none"))
+    results = run(make_cfg("protocol.epochs=1", "trainer.enable_progress_bar=false", "logger=none"))
     restored = CoTeaching.load_from_checkpoint(f"{results['run_dir']}/checkpoints/last.ckpt")
     restored.eval()
     logits = restored.network("net2")(torch.zeros(3, 1, 8, 8))

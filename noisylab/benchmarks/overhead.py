@@ -71,8 +71,8 @@ def plain_step_time(cfg, epochs: int) -> float:
     datamodule.prepare()
     model_settings = {k: v for k, v in cfg.model.items() if k != "name"}
     model = build_model(cfg.model.name, datamodule.input_shape, datamodule.num_classes, **model_settings)
-    optimizer = torch.optim.Adam(model.parameters(), lr=float(cfg.method.optimizer.lr))
-    batches = TensorBatches(datamodule.train, int(cfg.method.batch_size), shuffle=True, seed=0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=float(cfg.protocol.optimizer.lr))
+    batches = TensorBatches(datamodule.train, int(cfg.protocol.batch_size), shuffle=True, seed=0)
     model.train()
     times = []
     for _ in range(epochs):
@@ -88,8 +88,8 @@ def plain_step_time(cfg, epochs: int) -> float:
 
 
 def measure(model: str = "cnn6", data: str = "digits", epochs: int = 6, batch_size: int = 128) -> dict:
-    overrides = ["method=ce", f"data={data}", f"model={model}", f"method.epochs={epochs}",
-                 f"method.batch_size={batch_size}", "data.val_fraction=0", "logger=none", "callbacks=none",
+    overrides = ["method=ce", f"data={data}", f"model={model}", f"protocol.epochs={epochs}",
+                 f"protocol.batch_size={batch_size}", "data.val_fraction=0", "logger=none", "callbacks=none",
                  f"trainer.default_root_dir={tempfile.gettempdir()}/noisylab-bench"]
     cfg = compose(overrides)
     torch.set_num_threads(torch.get_num_threads())

@@ -8,27 +8,38 @@ whole batch wherever it lives, after Lightning moved it to the device.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
 class TensorBatches:
     """An iterable of batches ``{name: tensor[idx]}`` over equally long tensors.
 
-    Shuffling uses its own generator, seeded once, so the order of every epoch is fixed by
-    the seed. Under DDP each rank takes every ``world_size``-th sample of the permutation.
+    The order of a pass is a function of (seed, epoch, pass within the epoch) alone, with
+    ``epoch_of`` telling the current epoch: a run resumed at epoch e sees the batches the
+    uninterrupted run saw (a loader cycled several times per epoch, like the trusted one,
+    counts its passes). Under DDP each rank takes every ``world_size``-th sample of the
+    permutation.
     """
 
     def __init__(self, tensors: dict[str, torch.Tensor], batch_size: int, shuffle: bool,
-                 drop_last: bool = False, seed: int = 0, rank: int = 0, world_size: int = 1):
+                 drop_last: bool = False, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 epoch_of=None):
         self.tensors = tensors
         self.size = len(next(iter(tensors.values())))
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
-        self.rank, self.world_size = rank, world_size
-        self.generator = torch.Generator().manual_seed(seed)
+        self.rank, self.world_size, self.seed = rank, world_size, int(seed)
+        self.epoch_of = epoch_of or (lambda: 0)
+        self._pass = (-1, -1)  # (epoch, pass within it)
 
     def _order(self) -> torch.Tensor:
-        order = torch.randperm(self.size, generator=self.generator) if self.shuffle else torch.arange(self.size)
-        return order[self.rank :: self.world_size]
+        if not self.shuffle:
+            return torch.arange(self.size)[self.rank :: self.world_size]
+        epoch = int(self.epoch_of())
+        self._pass = (epoch, self._pass[1] + 1 if self._pass[0] == epoch else 0)
+        state = np.random.SeedSequence([abs(self.seed), *self._pass]).generate_state(1)[0]
+        generator = torch.Generator().manual_seed(int(state))
+        return torch.randperm(self.size, generator=generator)[self.rank :: self.world_size]
 
     def __len__(self) -> int:
         n = len(range(self.rank, self.size, self.world_size))

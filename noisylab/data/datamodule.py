@@ -39,12 +39,14 @@ def _subset(index: np.ndarray, x, y, y_true) -> dict[str, torch.Tensor]:
 
 class NoisyDataModule(pl.LightningDataModule):
     def __init__(self, data, noise, batch_size: int = 128, eval_batch_size: int = 512,
-                 trusted_per_class: int = 0, serve_trusted: bool = False, seed: int = 0):
+                 trusted_per_class: int = 0, serve_trusted: bool = False, seed: int = 0,
+                 raw_batches: bool = False):
         super().__init__()
         self.data_cfg, self.noise_cfg = data, noise
         self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size)
         self.trusted_per_class, self.seed = int(trusted_per_class or 0), int(seed)
         self.serve_trusted = serve_trusted  # the method trains on (noisy, trusted) pairs
+        self.raw_batches = raw_batches  # training inputs reach the method un-augmented (it calls transform)
         self.transform = BatchTransform(
             data.get("augment", "none"), data.get("mean"), data.get("std"), int(data.get("padding", 4))
         )
@@ -82,6 +84,36 @@ class NoisyDataModule(pl.LightningDataModule):
     def train_size(self) -> int:
         self.prepare()
         return len(self.train["y"]) if isinstance(self.train, dict) else len(self.train.dataset)
+
+    @property
+    def class_names(self) -> list[str] | None:
+        self.prepare()
+        return self.source.class_names
+
+    @property
+    def trusted_size(self) -> int:
+        self.prepare()
+        if self.trusted is None:
+            return 0
+        return len(self.trusted["y"]) if isinstance(self.trusted, dict) else len(self.trusted.dataset)
+
+    def train_labels(self) -> dict[str, np.ndarray]:
+        """Observed (``y``) and clean (``y_true``, -1 where unknown) label of every training
+        sample, in index order (for diagnostics and ``per_sample.npz``)."""
+        self.prepare()
+        if isinstance(self.train, dict):
+            return {k: self.train[k].cpu().numpy() for k in ("y", "y_true")}
+        return {}
+
+    def ordered_train_batches(self, batch_size: int | None = None):
+        """The whole training split in index order, un-augmented, on one process (the pass
+        over the training set that loss- and prediction-based methods need)."""
+        self.prepare()
+        size = int(batch_size or self.eval_batch_size)
+        if not isinstance(self.train, dict):
+            yield from self.train(batch_size=size, shuffle=False, drop_last=False)
+            return
+        yield from TensorBatches(self.train, size, shuffle=False)
 
     @property
     def noise_summary(self) -> dict:
@@ -172,7 +204,11 @@ class NoisyDataModule(pl.LightningDataModule):
             return split(batch_size=batch_size, shuffle=shuffle, drop_last=drop_last)
         rank = self.trainer.global_rank if self.trainer is not None else 0
         world = self.trainer.world_size if self.trainer is not None else 1
-        return TensorBatches(split, batch_size, shuffle, drop_last, seed=seed, rank=rank, world_size=world)
+        return TensorBatches(split, batch_size, shuffle, drop_last, seed=seed, rank=rank, world_size=world,
+                             epoch_of=self._current_epoch)
+
+    def _current_epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer is not None else 0
 
     def train_dataloader(self):
         noisy = self._batches(self.train, self.batch_size, shuffle=True,
@@ -212,6 +248,8 @@ class NoisyDataModule(pl.LightningDataModule):
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         training = self.trainer is not None and self.trainer.training
+        if training and self.raw_batches:
+            return batch  # the method makes its own views (self.view)
         return self._transform(batch, training)
 
     def _transform(self, batch, training: bool):

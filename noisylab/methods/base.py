@@ -1,26 +1,48 @@
-"""What every method shares: networks from the ``model`` group, optimisers and their
-per-epoch schedule from config, and validation/test metrics.
+"""What every method shares, written once.
 
 A method subclasses :class:`LNLMethod` and writes ``training_step`` as its paper's
-pseudo-code. Optimisation is manual (``self.step(loss)``, one optimizer) so that one- and
-two-network methods read alike. Evaluation is uniform: every network a method reports
-(``self.reported``) gets ``val/acc`` (on the noisy validation split), ``val/clean_acc``
-(diagnostic), and the test accuracy of every epoch, from which ``test/acc_last10`` (the
-mean over the last 10 epochs, as Co-teaching reports) is computed.
+pseudo-code. The base gives it:
+
+* **networks** from the ``model`` group (``self.add_network``), re-buildable for a stage that
+  retrains from scratch;
+* **declared optimisers**: ``net`` over the networks, from the protocol; a method may add
+  more in ``declare_optimizers`` (a weighting network's, label variables'). Every trainable
+  parameter belongs to exactly one, the epoch plan (lr, Adam's beta1) touches only ``net``,
+  Lightning checkpoints the state of all; ``self.optimizer(name)`` is the plain torch
+  optimiser (what ``higher`` needs), ``self.step(loss, name)`` one update;
+* **stages** (``stages()``): warm-up, training, retraining; the current one is
+  ``self.stage`` and is logged as ``train/stage``;
+* **the training set in index order** (``training_set_pass``) and **views** of raw batches
+  (``raw_batches = True`` + ``self.view(x)``);
+* **per-sample state** (``per_sample_state``): buffers with one row per training sample,
+  kept in checkpoints, synchronised across DDP processes at each epoch end, written to
+  ``per_sample.npz``; a method's ``clean_score()`` gives ``train/detection_auc``;
+* **evaluation**: ``val/acc`` on the noisy validation split, ``val/clean_acc``
+  (diagnostic), the test accuracy of every epoch, ``test/acc_last10``;
+* **the official-code switch** (``quirks=official``): the behaviours a method lists in
+  ``official_quirks`` (and its docstring) are turned on together.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import random
+from collections.abc import Callable, Iterable
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 import torchmetrics
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from torch import nn
 
 from noisylab.errors import ConfigError
+from noisylab.methods.contract import RunFacts, Stage, StageSpan, plan_stages
 from noisylab.models import build_model
+
+QUIRK_MODES = ("paper", "official")
 
 
 def build_optimizer(parameters, cfg) -> torch.optim.Optimizer:
@@ -37,7 +59,7 @@ def build_optimizer(parameters, cfg) -> torch.optim.Optimizer:
 
 
 def lr_factor(cfg, epoch: int, max_epochs: int) -> float:
-    """Multiplier of the base learning rate at ``epoch`` (0-based)."""
+    """Multiplier of the base learning rate at ``epoch`` (0-based) of ``max_epochs``."""
     name = cfg.get("name", "none") if cfg is not None else "none"
     if name == "none":
         return 1.0
@@ -51,57 +73,268 @@ def lr_factor(cfg, epoch: int, max_epochs: int) -> float:
     raise ConfigError(f"Unknown lr_schedule '{name}'; choose none, linear_decay, multistep or cosine.")
 
 
+def plain(value):
+    """Config nodes -> plain containers (checkpoints load with ``weights_only``)."""
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, RunFacts):
+        return value.as_dict()
+    return value
+
+
 class LNLMethod(pl.LightningModule):
     """Base of every method. ``reported`` names the networks whose accuracy is logged."""
 
     reported: tuple[str, ...] = ("net",)
+    needs_trusted: bool = False        # the datamodule serves a trusted clean set beside the noisy one
+    raw_batches: bool = False          # training batches arrive un-augmented: the method calls self.view(x)
+    official_quirks: tuple[str, ...] = ()  # official-code behaviours applied with quirks=official
 
-    def __init__(self, *, model, num_classes: int, input_shape, train_size: int, noise_rate: float,
-                 max_epochs: int, optimizer, lr_schedule=None, last_k: int = 10, **method_settings):
+    def __init__(self, *, facts, model, protocol, quirks: str = "paper"):
         super().__init__()
-        self.save_hyperparameters(ignore=["method_settings"])
-        for key, value in list(self.hparams.items()):  # plain types: checkpoints load with weights_only
-            if isinstance(value, (DictConfig, ListConfig)):
-                self.hparams[key] = OmegaConf.to_container(value, resolve=True)
+        self.save_hyperparameters(ignore=["settings"])  # every constructor's arguments, then as plain values
+        self.save_hyperparameters({key: plain(value) for key, value in self.hparams.items()})  # (loggers, checkpoints)
         self.automatic_optimization = False
-        self.model_cfg = dict(model)
-        self.num_classes, self.input_shape = int(num_classes), tuple(input_shape)
-        self.train_size, self.noise_rate, self.max_epochs = int(train_size), float(noise_rate), int(max_epochs)
-        self.optimizer_cfg = OmegaConf.create(optimizer)  # a dict too (load_from_checkpoint)
-        self.lr_schedule_cfg = None if lr_schedule is None else OmegaConf.create(lr_schedule)
-        self.last_k = int(last_k)
-        self.metrics = torch.nn.ModuleDict({
-            f"{split}_{net}": torchmetrics.classification.MulticlassAccuracy(num_classes, average="micro")
+        self.facts = RunFacts.of(facts)
+        self.model_cfg = dict(plain(model))
+        self.protocol = OmegaConf.create(plain(protocol))
+        if quirks not in QUIRK_MODES:
+            raise ConfigError(f"quirks must be one of {', '.join(QUIRK_MODES)}, got {quirks!r}.")
+        self.quirks = frozenset(self.official_quirks if quirks == "official" else ())
+        self.num_classes, self.input_shape = self.facts.num_classes, self.facts.input_shape
+        self.train_size, self.noise_rate = self.facts.train_size, self.facts.noise_rate
+        self.max_epochs = self.facts.max_epochs
+        self.last_k = int(self.protocol.get("last_k", 10))
+        self.metrics = nn.ModuleDict({
+            f"{split}_{net}": torchmetrics.classification.MulticlassAccuracy(self.num_classes, average="micro")
             for split in ("val", "val_clean", "test") for net in self.reported
         })
         self.history: dict[str, list[float]] = {}
         self.epoch_sums: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._builders: dict[str, Callable[[], nn.Module]] = {}
+        self._per_sample: list[str] = []
+        self._spans: list[StageSpan] | None = None
+        self._optimizer_names: list[str] = []
+        self._flushed_epoch = -1
 
-    # ------------------------------------------------------------------ building blocks
-    def build_network(self) -> torch.nn.Module:
+    # ------------------------------------------------------------------ networks
+    def build_network(self) -> nn.Module:
         settings = {k: v for k, v in self.model_cfg.items() if k != "name"}
         return build_model(self.model_cfg["name"], self.input_shape, self.num_classes, **settings)
 
-    def network(self, name: str) -> torch.nn.Module:
+    def add_network(self, name: str, build: Callable[[], nn.Module]) -> nn.Module:
+        """Builds a network (or pair) as attribute ``name``; ``build`` is kept so a stage can
+        re-initialise it."""
+        self._builders[name] = build
+        setattr(self, name, build())
         return getattr(self, name)
 
-    def configure_optimizers(self):
-        """One optimizer over every trainable parameter (see ``methods/pair.py`` for why
-        that also serves two-network methods)."""
-        return build_optimizer([p for p in self.parameters() if p.requires_grad], self.optimizer_cfg)
+    def networks(self) -> dict[str, nn.Module]:
+        return {name: getattr(self, name) for name in self._builders}
 
-    def step(self, loss: torch.Tensor) -> None:
-        optimizer = self.optimizers()
+    def network(self, name: str) -> nn.Module:
+        return getattr(self, name)
+
+    def reinitialise_networks(self) -> None:
+        """Fresh weights in the same parameter tensors (the optimisers keep pointing at them)."""
+        for name, build in self._builders.items():
+            getattr(self, name).load_state_dict(build().state_dict())
+
+    # ------------------------------------------------------------------ optimisers
+    def declare_optimizers(self) -> dict[str, tuple[Iterable[nn.Parameter], object]]:
+        """name -> (parameters, optimiser settings). ``net``: the networks, with the
+        protocol's optimiser. Methods with more trainable parameters add their own."""
+        params = [p for module in self.networks().values() for p in module.parameters() if p.requires_grad]
+        return {"net": (params, self.protocol.optimizer)}
+
+    def configure_optimizers(self):
+        declared = {name: (list(params), cfg) for name, (params, cfg) in self.declare_optimizers().items()}
+        owner: dict[int, str] = {}
+        for name, (params, _) in declared.items():
+            for p in params:
+                if id(p) in owner:
+                    raise ConfigError(f"a parameter is declared in two optimisers, {owner[id(p)]} and {name}.")
+                owner[id(p)] = name
+        stray = [n for n, p in self.named_parameters() if p.requires_grad and id(p) not in owner]
+        if stray:
+            raise ConfigError(f"parameter {stray[0]} belongs to no declared optimiser (see declare_optimizers).")
+        self._optimizer_names = list(declared)
+        return [build_optimizer(params, OmegaConf.create(plain(cfg))) for params, cfg in declared.values()]
+
+    def optimizer(self, name: str = "net") -> torch.optim.Optimizer:
+        """The plain torch optimiser ``name`` (not Lightning's wrapper)."""
+        optimizers = self.trainer.optimizers if self._trainer is not None else []
+        if name not in self._optimizer_names:
+            raise KeyError(f"no optimiser named {name!r}; declared: {self._optimizer_names}")
+        return optimizers[self._optimizer_names.index(name)]
+
+    def step(self, loss: torch.Tensor, name: str = "net") -> None:
+        """One update of optimiser ``name`` on ``loss``."""
+        optimizer = self.optimizer(name)
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         optimizer.step()
 
+    # ------------------------------------------------------------------ stages
+    def stages(self) -> list[Stage]:
+        """The method's phases; one stage over the whole run unless a method says otherwise."""
+        return [Stage("train")]
+
+    @property
+    def stage_spans(self) -> list[StageSpan]:
+        if self._spans is None:
+            self._spans = plan_stages(self.stages(), self.max_epochs)
+        return self._spans
+
+    def stage_at(self, epoch: int) -> StageSpan:
+        for span in self.stage_spans:
+            if span.start <= epoch < span.end:
+                return span
+        return self.stage_spans[-1]
+
+    @property
+    def stage(self) -> Stage:
+        return self.stage_at(self.current_epoch).stage
+
+    def epoch_hyperparameters(self, epoch: int) -> tuple[float, float | None]:
+        """(lr, Adam's beta1 or None to keep it) of the ``net`` optimiser at ``epoch``: the
+        stage's or the protocol's lr plan, and Co-teaching's switch of beta1 to
+        ``beta1_after_decay`` at the decay start."""
+        span = self.stage_at(epoch)
+        base_lr = float(self.protocol.optimizer.lr if span.stage.lr is None else span.stage.lr)
+        if span.stage.lr_schedule is not None:
+            plan = OmegaConf.create(plain(span.stage.lr_schedule))
+            plan_epoch, plan_length = epoch - span.start, span.epochs
+        else:
+            plan, plan_epoch, plan_length = self.protocol.get("lr_schedule"), epoch, self.max_epochs
+        lr = base_lr * lr_factor(plan, plan_epoch, plan_length)
+        beta1_after = (plan or {}).get("beta1_after_decay")
+        if beta1_after is None:
+            return lr, None
+        decayed = plan_epoch >= int(plan.decay_start)
+        return lr, float(beta1_after) if decayed else float(tuple(self.protocol.optimizer.get("betas", (0.9,)))[0])
+
+    def on_train_epoch_start(self) -> None:
+        span = self.stage_at(self.current_epoch)
+        if span.index > 0 and self.current_epoch == span.start:
+            if span.stage.reinit:
+                self.reinitialise_networks()
+            if span.stage.reinit or span.stage.reset_optimizer:
+                self.optimizer("net").state.clear()
+        lr, beta1 = self.epoch_hyperparameters(self.current_epoch)
+        for group in self.optimizer("net").param_groups:
+            group["lr"] = lr
+            if beta1 is not None and "betas" in group:
+                group["betas"] = (beta1, group["betas"][1])
+        self.log_epoch_mean({"train/lr": lr, "train/stage": float(span.index)}, 1)
+
+    # ------------------------------------------------------------------ the official-code switch
+    def on_train_batch_start(self, batch, batch_idx: int):
+        if "skip_first_epoch" in self.quirks and self.current_epoch == 0:
+            return -1  # the official loop only evaluates its first epoch
+        if self.trainer.world_size > 1 and self._per_sample:
+            self._touched[self.batch_indices(batch)] = True
+        return None
+
+    @contextlib.contextmanager
+    def evaluation_mode(self):
+        """Eval mode as the paper means it; with the ``dropout_at_eval`` quirk, dropout stays
+        on (the official code never switches it off)."""
+        if "dropout_at_eval" not in self.quirks:
+            yield
+            return
+        dropouts = [m for m in self.modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
+        for module in dropouts:
+            module.train()
+        try:
+            yield
+        finally:
+            for module in dropouts:
+                module.eval()
+
+    # ------------------------------------------------------------------ data access
+    @staticmethod
+    def batch_indices(batch) -> torch.Tensor:
+        return batch["index"] if "index" in batch else batch["noisy"]["index"]
+
+    def view(self, x: torch.Tensor, augment: bool = True) -> torch.Tensor:
+        """One view of raw inputs through the data's own pipeline (augmentation, then
+        normalisation); call it K times for K views (``raw_batches = True`` methods)."""
+        return self.trainer.datamodule.transform(x, augment)
+
+    @torch.no_grad()
+    def training_set_pass(self, network: nn.Module | None = None, augment: bool = False,
+                          batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, per-sample CE against the observed labels) of every training sample, in
+        index order, in eval mode, on this process's device; ``augment=True`` uses the
+        training augmentation."""
+        network = network or self.network(self.reported[0])
+        was_training = network.training
+        network.eval()
+        logits = torch.zeros(self.train_size, self.num_classes, device=self.device)
+        losses = torch.zeros(self.train_size, device=self.device)
+        try:
+            for batch in self.trainer.datamodule.ordered_train_batches(batch_size):
+                x = self.trainer.datamodule.transform(batch["x"].to(self.device), augment)
+                index, y = batch["index"].to(self.device), batch["y"].to(self.device)
+                logits[index] = network(x).float()
+                losses[index] = F.cross_entropy(logits[index], y, reduction="none")
+        finally:
+            network.train(was_training)
+        return logits, losses
+
+    # ------------------------------------------------------------------ per-sample state
     def per_sample_state(self, name: str, *shape: int, fill: float = 0.0, dtype=torch.float32) -> torch.Tensor:
-        """A buffer with one row per training sample (indexed by ``batch["index"]``); it is
-        saved in checkpoints."""
+        """A buffer with one row per training sample (indexed by ``batch["index"]``): kept in
+        checkpoints, synchronised across DDP processes, saved in ``per_sample.npz``."""
         self.register_buffer(name, torch.full((self.train_size, *shape), fill, dtype=dtype))
+        if not self._per_sample:
+            self.register_buffer("_touched", torch.zeros(self.train_size, dtype=torch.bool), persistent=False)
+        self._per_sample.append(name)
         return getattr(self, name)
 
+    def clean_score(self) -> torch.Tensor | None:
+        """Per training sample, how clean the method believes its label is (higher: cleaner);
+        ``None`` if the method has no such belief."""
+        return None
+
+    def per_sample_arrays(self) -> dict[str, np.ndarray]:
+        arrays = {name: getattr(self, name).detach().cpu().numpy() for name in self._per_sample}
+        score = self.clean_score()
+        if score is not None:
+            arrays["clean_score"] = score.detach().float().cpu().numpy()
+        return arrays
+
+    def _sync_per_sample_state(self) -> None:
+        """DDP: in an epoch each sample lives on one process (the loader splits the
+        permutation), so every row is taken from the process that touched it."""
+        if self.trainer.world_size <= 1 or not self._per_sample:
+            return
+        touched = self._touched.float()
+        owners = self.trainer.strategy.reduce(touched.clone(), reduce_op="sum")
+        for name in self._per_sample:
+            state = getattr(self, name)
+            mask = self._touched.view(-1, *[1] * (state.dim() - 1))
+            total = self.trainer.strategy.reduce(torch.where(mask, state, 0).double(), reduce_op="sum")
+            seen = (owners > 0).view_as(mask)
+            state.copy_(torch.where(seen, total.to(state.dtype), state))
+        self._touched.zero_()
+
+    def detection_auc(self) -> torch.Tensor | None:
+        """AUROC of ``clean_score`` against ``y == y_true`` over the training samples whose
+        clean label is known: a diagnostic of noise detection (nothing trains on it)."""
+        score = self.clean_score()
+        train = getattr(self.trainer.datamodule, "train", None)
+        if score is None or not isinstance(train, dict):
+            return None
+        y, y_true = train["y"].to(score.device), train["y_true"].to(score.device)
+        known = y_true >= 0
+        clean = (y == y_true)[known]
+        if bool(clean.all()) or not bool(clean.any()):
+            return None  # one class only: AUROC undefined
+        return torchmetrics.functional.classification.binary_auroc(score[known].float(), clean.long())
+
+    # ------------------------------------------------------------------ epoch-level logging
     def log_epoch_mean(self, values: dict, batch_size: int) -> None:
         """Training statistics, averaged over the epoch (weighted by batch size, NaN = not
         measured in this batch) and logged once at its end. Lightning's ``self.log`` costs
@@ -113,45 +346,53 @@ class LNLMethod(pl.LightningModule):
             self.epoch_sums[name] = (total + torch.where(measured, value, 0.0) * batch_size,
                                      count + measured.float() * batch_size)
 
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if batch_idx == self.trainer.num_training_batches - 1:
+            self._end_of_epoch()  # before validation, so the epoch's checkpoint holds the synced state
+
     def on_train_epoch_end(self) -> None:
+        self._end_of_epoch()  # an epoch that stopped early (skip_first_epoch, limit_train_batches)
+
+    def _end_of_epoch(self) -> None:
+        if self._flushed_epoch == self.current_epoch:
+            return
+        self._flushed_epoch = self.current_epoch
+        self._sync_per_sample_state()
+        auc = self.detection_auc()
+        if auc is not None:
+            self.log("train/detection_auc", auc, on_step=False, on_epoch=True)
         for name, (total, count) in self.epoch_sums.items():
-            self.log(name, total / count if float(count) > 0 else torch.tensor(float("nan")), sync_dist=True)
+            value = total / count if float(count) > 0 else torch.tensor(float("nan"))
+            self.log(name, value, on_step=False, on_epoch=True, sync_dist=True)
         self.epoch_sums = {}
 
-    # ------------------------------------------------------------------ the epoch plan
-    def epoch_hyperparameters(self, epoch: int) -> tuple[float, float | None]:
-        """(lr, Adam's beta1 or None to keep it) for ``epoch``: the lr schedule, and the
-        Co-teaching code's switch of beta1 to ``beta1_after_decay`` at the decay start."""
-        lr = float(self.optimizer_cfg.lr) * lr_factor(self.lr_schedule_cfg, epoch, self.max_epochs)
-        beta1_after = (self.lr_schedule_cfg or {}).get("beta1_after_decay")
-        if beta1_after is None:
-            return lr, None
-        decayed = epoch >= int(self.lr_schedule_cfg.decay_start)
-        return lr, float(beta1_after) if decayed else float(tuple(self.optimizer_cfg.get("betas", (0.9,)))[0])
-
-    def on_train_epoch_start(self) -> None:
-        lr, beta1 = self.epoch_hyperparameters(self.current_epoch)
-        for optimizer in self.trainer.optimizers:
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-                if beta1 is not None and "betas" in group:
-                    group["betas"] = (beta1, group["betas"][1])
-        self.log_epoch_mean({"train/lr": lr}, 1)
-
-    # ------------------------------------------------------------------- evaluation
+    # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["noisylab_history"] = self.history
+        checkpoint["noisylab_rng"] = {
+            "torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.history = checkpoint.get("noisylab_history", {})
+        rng = checkpoint.get("noisylab_rng")
+        if rng is not None and self._trainer is not None:  # resuming: continue the random streams
+            torch.set_rng_state(rng["torch"])
+            np.random.set_state(rng["numpy"])
+            random.setstate(rng["python"])
+            if rng["cuda"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
 
+    # ------------------------------------------------------------------ evaluation
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.network(self.reported[0])(x)
 
     def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         split = self.trainer.datamodule.eval_splits[dataloader_idx]
         for net in self.reported:
-            logits = self.network(net)(batch["x"])
+            with self.evaluation_mode():
+                logits = self.network(net)(batch["x"])
             self.metrics[f"{split}_{net}"].update(logits, batch["y"])
             if split == "val":
                 known = batch["y_true"] >= 0
@@ -180,7 +421,8 @@ class LNLMethod(pl.LightningModule):
 
     def test_step(self, batch, batch_idx: int) -> None:
         for net in self.reported:
-            logits = self.network(net)(batch["x"])
+            with self.evaluation_mode():
+                logits = self.network(net)(batch["x"])
             self.metrics[f"test_{net}"].update(logits, batch["y"])
 
     def on_test_epoch_end(self) -> None:
@@ -218,7 +460,7 @@ class TwoNetworkMethod(LNLMethod):
         super().__init__(**settings)
         from noisylab.methods.pair import make_pair
 
-        self.nets = make_pair(self.build_network, fused)
+        self.add_network("nets", lambda: make_pair(self.build_network, bool(fused)))
 
-    def network(self, name: str) -> torch.nn.Module:
+    def network(self, name: str) -> nn.Module:
         return self.nets.member(self.reported.index(name))

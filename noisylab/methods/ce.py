@@ -13,7 +13,7 @@ class CrossEntropy(LNLMethod):
 
     def __init__(self, **settings):
         super().__init__(**settings)
-        self.net = self.build_network()
+        self.add_network("net", self.build_network)
 
     def training_step(self, batch, batch_idx: int):
         loss = F.cross_entropy(self.net(batch["x"]), batch["y"])

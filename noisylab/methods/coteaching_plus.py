@@ -12,17 +12,25 @@ Two networks f, g; for each mini-batch:
 Follows the official code in: Adam lr 1e-3, batch 128, 200 epochs, lr decayed linearly to 0
 from epoch 80 with beta1 0.9 -> 0.1, Tk = 10, no augmentation or normalisation, init_epoch 20
 for CIFAR-10 (0 for MNIST, 5 for CIFAR-100), both networks evaluated separately.
-Deviations, on purpose (the paper's semantics where the code differs): logits go into the
-cross-entropy (the code feeds softmax outputs to ``F.cross_entropy``, i.e. CE of
-softmax(softmax(logits))); the warm-up counts global steps (the code's ``step = epoch *
-batch_index``) and defaults to 0 steps (code: 5000); without disagreement and past the
-warm-up no optimizer step is taken (the code zeroes the loss but still steps Adam, whose
-momentum keeps moving the weights); the loss is the plain mean over the kept samples (the
-code divides the mean again); when floor((1 - forget)·|D'|) is 0 one sample is kept (the
-code keeps all of D'); label precision counts dataset index 0 too (the code drops it); the
-default model is the 6-conv CNN of JoCoR's re-run of Co-teaching+ (the paper's own CIFAR-10
-net is LeNet-style: ``model=lenet``); dropout is off at evaluation; every epoch covers the
-whole training set.
+Stages: ``coteaching`` (the first ``init_epoch`` epochs), then ``disagreement``.
+Clean score: the fraction of selections that kept a sample (in the disagreement stage only
+the disagreeing samples are offered).
+
+Deviations, on purpose (the paper's semantics where the code differs); ``quirks=official``
+turns the marked ones back on: logits go into the cross-entropy (the code feeds softmax
+outputs to ``F.cross_entropy``, i.e. CE of softmax(softmax(logits)): quirk
+``softmax_input``, disagreement stage only, as in the code); the loss is the plain mean over
+the kept samples (the code divides the mean again: quirk ``double_normalisation``); and
+Co-teaching's ``skip_first_epoch``, ``drop_last``, ``linspace_schedule``,
+``dropout_at_eval``. Not reproduced even then: the warm-up counts global steps (the code's
+``step = epoch * batch_index``) and defaults to 0 steps (code: 5000; set
+``method.warmup_steps``); without disagreement and past the warm-up no optimizer step is
+taken (the code zeroes the loss but still steps Adam, whose momentum keeps moving the
+weights); when floor((1 - forget)·|D'|) is 0 one sample is kept (the code keeps all of D');
+label precision counts dataset index 0 too (the code drops it); the default model is the
+6-conv CNN of JoCoR's re-run of Co-teaching+ (the paper's own CIFAR-10 net is LeNet-style:
+``model=lenet``; on MNIST the MLP 784-256-10, as the code); every epoch covers the whole
+training set.
 """
 
 from __future__ import annotations
@@ -30,34 +38,43 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from noisylab.methods.coteaching import CoTeaching, cross_update_losses
+from noisylab.methods.contract import Stage
+from noisylab.methods.coteaching import COTEACHING_QUIRKS, CoTeaching, cross_update_losses
 from noisylab.methods.decoupling import disagreement_mask
 
 
-def disagreement_cross_update(logits1, logits2, y, forget_rate: float):
+def disagreement_cross_update(logits1, logits2, y, forget_rate: float, **quirks):
     """Steps 2-3. Returns ``loss1, loss2, kept_by_1, kept_by_2, disagree`` with the kept
-    indices in batch positions, or ``None`` when the networks agree on every sample."""
+    indices in batch positions, or ``None`` when the networks agree on every sample.
+    ``quirks``: the official code's ``double_normalisation`` and ``softmax_input``."""
     disagree = disagreement_mask(logits1, logits2).nonzero().flatten()
     if len(disagree) == 0:
         return None
     loss1, loss2, kept_by_1, kept_by_2 = cross_update_losses(
-        logits1[disagree], logits2[disagree], y[disagree], forget_rate)
+        logits1[disagree], logits2[disagree], y[disagree], forget_rate, **quirks)
     return loss1, loss2, disagree[kept_by_1], disagree[kept_by_2], disagree
 
 
 class CoTeachingPlus(CoTeaching):
+    official_quirks = (*COTEACHING_QUIRKS, "softmax_input")
+
     def __init__(self, schedule, init_epoch: int = 20, warmup_steps: int = 0, **settings):
         super().__init__(schedule, **settings)
         self.init_epoch, self.warmup_steps = int(init_epoch), int(warmup_steps)
 
+    def stages(self):
+        return [Stage("coteaching", epochs=self.init_epoch), Stage("disagreement")]
+
     def training_step(self, batch, batch_idx: int):
-        if self.current_epoch < self.init_epoch:
-            return super().training_step(batch, batch_idx)  # plain Co-teaching
+        if self.stage.name == "coteaching":
+            return super().training_step(batch, batch_idx)
         x, y = batch["x"], batch["y"]
         size = len(y)
         forget = self.forget_rate(self.current_epoch)
         logits1, logits2 = self.nets(x)
-        selected = disagreement_cross_update(logits1, logits2, y, forget)
+        selected = disagreement_cross_update(logits1, logits2, y, forget,
+                                             double_normalisation="double_normalisation" in self.quirks,
+                                             softmax_input="softmax_input" in self.quirks)
         if selected is not None:
             loss1, loss2, kept_by_1, kept_by_2, disagree = selected
         elif self.global_step < self.warmup_steps:  # no disagreement yet: learn from the full batch
@@ -68,5 +85,5 @@ class CoTeachingPlus(CoTeaching):
             return None
         self.step(loss1 + loss2)  # each network gets the gradient of its own loss only
         self.log_epoch_mean({"train/update_fraction": len(disagree) / size}, size)
-        self.log_selection(batch, loss1, loss2, kept_by_1, kept_by_2, forget)
+        self.log_selection(batch, loss1, loss2, kept_by_1, kept_by_2, forget, offered=disagree)
         return loss1

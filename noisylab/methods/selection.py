@@ -24,3 +24,37 @@ def label_precision(kept: torch.Tensor, y: torch.Tensor, y_true: torch.Tensor) -
     known = (y_true[kept] >= 0).float()
     clean = (y[kept] == y_true[kept]).float() * known
     return clean.sum() / known.sum()
+
+
+class SmallLossSelection:
+    """Mixin of the small-loss methods (on an ``LNLMethod``): the forget-rate schedule, and
+    per training sample how often it was offered to a selection and how often kept. Their
+    clean score (``train/detection_auc``, ``per_sample.npz``) is the fraction kept."""
+
+    def setup_selection(self, schedule, tau: float | None = None) -> None:
+        """``tau``: the method's default forget rate where ``schedule.tau`` is null (else the
+        noise rate); the ``linspace_schedule`` quirk selects the official code's form."""
+        from noisylab.methods.base import plain
+        from noisylab.schedules import build_schedule
+
+        schedule = dict(plain(schedule))
+        if schedule.get("tau") is None and tau is not None:
+            schedule["tau"] = tau
+        if "linspace_schedule" in self.quirks:
+            schedule["form"] = "official"
+        self.forget_rate = build_schedule(schedule, self.noise_rate, self.max_epochs)
+        self.per_sample_state("times_offered")
+        self.per_sample_state("times_kept")
+
+    def record_selection(self, index: torch.Tensor, *kept_sets: torch.Tensor, offered: torch.Tensor | None = None):
+        """``kept_sets``: batch positions kept by each selection (one per network);
+        ``offered``: the positions the selections chose from (default: the whole batch)."""
+        offered_index = index if offered is None else index[offered]
+        self.times_offered.index_add_(0, offered_index, torch.full_like(offered_index, len(kept_sets),
+                                                                          dtype=self.times_offered.dtype))
+        for kept in kept_sets:
+            self.times_kept.index_add_(0, index[kept], torch.ones(len(kept), device=index.device,
+                                                                   dtype=self.times_kept.dtype))
+
+    def clean_score(self) -> torch.Tensor:
+        return self.times_kept / self.times_offered.clamp(min=1.0)

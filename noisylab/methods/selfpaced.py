@@ -17,6 +17,8 @@ Co-teaching schedule of a kept *fraction*, not MentorNet-PD's EMA of a loss perc
 and no example dropout; the StudentNet is Co-teaching's 9-layer CNN trained with Adam as in
 Co-teaching rather than a ResNet with SGD. As for Co-teaching: the loss is the plain mean over
 the kept samples, dropout is off at evaluation, every epoch covers the whole training set.
+Clean score: the fraction of selections that kept a sample. ``quirks=official`` changes
+nothing here (no official code of this baseline ran as Co-teaching's table did).
 """
 
 from __future__ import annotations
@@ -24,8 +26,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 
 from noisylab.methods.base import LNLMethod
-from noisylab.methods.selection import label_precision, small_loss_indices
-from noisylab.schedules import build_schedule
+from noisylab.methods.selection import SmallLossSelection, label_precision, small_loss_indices
 
 
 def self_paced_loss(logits, y, forget_rate: float):
@@ -34,19 +35,20 @@ def self_paced_loss(logits, y, forget_rate: float):
     return F.cross_entropy(logits[kept], y[kept]), kept
 
 
-class SelfPaced(LNLMethod):
+class SelfPaced(SmallLossSelection, LNLMethod):
     reported = ("net",)
 
     def __init__(self, schedule, **settings):
         super().__init__(**settings)
-        self.net = self.build_network()
-        self.forget_rate = build_schedule(schedule, self.noise_rate, self.max_epochs)
+        self.add_network("net", self.build_network)
+        self.setup_selection(schedule)
 
     def training_step(self, batch, batch_idx: int):
         x, y = batch["x"], batch["y"]
         forget = self.forget_rate(self.current_epoch)
         loss, kept = self_paced_loss(self.net(x), y, forget)
         self.step(loss)
+        self.record_selection(batch["index"], kept)
         self.log_epoch_mean({
             "train/loss": loss, "train/forget_rate": forget,
             "train/label_precision": label_precision(kept, y, batch["y_true"]),

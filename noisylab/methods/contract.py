@@ -1,0 +1,133 @@
+"""What a method is given and what it declares: the run's facts, its settings, its stages.
+
+* :class:`RunFacts` — everything the data and noise decide before a method is built
+  (classes, input shape, training-set size, the noise actually realised), handed over as
+  one object, so a new fact never widens every constructor.
+* :func:`check_settings` — a method's settings are its constructors' named arguments; an
+  unknown key stops the run with one sentence that lists the accepted ones.
+* :class:`Stage` — one phase of training (warm-up, main training, retraining from
+  scratch); a method returns its list from ``stages()`` and the base runs them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from noisylab.errors import ConfigError
+
+# Arguments the run itself hands to every method: not user settings of ``method.*``.
+RUN_ARGUMENTS = ("facts", "model", "protocol", "quirks", "settings", "self")
+# Keys of a method's config that describe it rather than configure its class.
+DESCRIPTIVE_KEYS = ("_target_", "name", "model")
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """The facts of one run that a method may use (never the clean labels).
+
+    ``transition`` is the realised noise transition matrix, ``transition[i][j] = P(observed j
+    | true i)``, for oracle corrections (a ceiling, clearly labelled where used);
+    ``noise_rate`` is the nominal rate of the noise config and ``noise_kind`` its model
+    (``symmetric``, ``pair``, ``asymmetric``, ``human``, ``none``)."""
+
+    num_classes: int
+    input_shape: tuple[int, ...]
+    train_size: int
+    max_epochs: int
+    noise_rate: float = 0.0
+    noise_kind: str = "none"
+    transition: tuple[tuple[float, ...], ...] | None = None
+    class_names: tuple[str, ...] | None = None
+    trusted_size: int = 0
+
+    @classmethod
+    def of(cls, value: RunFacts | Mapping) -> RunFacts:
+        """A ``RunFacts`` from itself or from the plain dict a checkpoint stores."""
+        if isinstance(value, RunFacts):
+            return value
+        value = dict(value)
+        value["input_shape"] = tuple(value["input_shape"])
+        if value.get("transition") is not None:
+            value["transition"] = tuple(tuple(float(p) for p in row) for row in value["transition"])
+        if value.get("class_names") is not None:
+            value["class_names"] = tuple(value["class_names"])
+        return cls(**value)
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One phase of a method's training.
+
+    ``epochs=None`` takes the rest of the run. At the start of a stage (other than the
+    first) ``reinit`` re-builds the networks from scratch and ``reset_optimizer`` clears the
+    networks' optimiser state. ``lr`` replaces the protocol's base learning rate during the
+    stage; ``lr_schedule`` is the stage's own lr plan, counted from its first epoch (``None``:
+    the protocol's plan, counted over the whole run)."""
+
+    name: str
+    epochs: int | None = None
+    reinit: bool = False
+    reset_optimizer: bool = False
+    lr: float | None = None
+    lr_schedule: Mapping | None = field(default=None, hash=False)
+
+
+@dataclass(frozen=True)
+class StageSpan:
+    stage: Stage
+    index: int
+    start: int  # first epoch (0-based)
+    end: int    # one past the last epoch
+
+    @property
+    def epochs(self) -> int:
+        return self.end - self.start
+
+
+def plan_stages(stages: Sequence[Stage], max_epochs: int) -> list[StageSpan]:
+    """Start and end epochs of each stage. Stages past ``max_epochs`` are cut (a short debug
+    run of a two-stage method never reaches the second: ``unreached`` lists them)."""
+    if not stages:
+        raise ConfigError("a method must declare at least one stage.")
+    spans, start = [], 0
+    for index, stage in enumerate(stages):
+        if stage.epochs is not None and int(stage.epochs) < 0:
+            raise ConfigError(f"stage {stage.name} needs epochs >= 0, got {stage.epochs}.")
+        if stage.epochs is None and index != len(stages) - 1:
+            raise ConfigError(f"only the last stage may take the rest of the run (epochs: null), not {stage.name}.")
+        end = max_epochs if stage.epochs is None else start + int(stage.epochs)
+        if end > start:
+            spans.append(StageSpan(stage, len(spans), start, end))
+        start = end
+    return spans
+
+
+def accepted_settings(cls: type) -> list[str]:
+    """The named constructor arguments of ``cls`` and its bases (its ``method.*`` settings)."""
+    names: list[str] = []
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        for name, parameter in inspect.signature(init).parameters.items():
+            if parameter.kind in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL) or name in RUN_ARGUMENTS:
+                continue
+            if name not in names:
+                names.append(name)
+    return names
+
+
+def check_settings(method_name: str, cls: type, settings: Mapping) -> None:
+    """Stops with one sentence naming any key ``cls`` does not accept."""
+    accepted = accepted_settings(cls)
+    unknown = [key for key in settings if key not in accepted]
+    if unknown:
+        listed = ", ".join(accepted) if accepted else "none"
+        raise ConfigError(f"method.{unknown[0]} is not a setting of method={method_name}; "
+                          f"its settings are: {listed}.")
