@@ -14,7 +14,16 @@ Conventions (``../shared/methods``, "Cross-cutting conventions"):
 * pair: class c -> c+1 mod C with probability r (Co-teaching's pair flipping).
 * asymmetric: a semantic map applied with probability r (Patrini et al.): CIFAR-10
   truck->automobile, bird->airplane, deer->horse, cat<->dog; MNIST 2->7, 3->8, 5<->6, 7->1;
-  CIFAR-100 to the next fine class within the true superclass (from ``coarse_labels``).
+  CIFAR-100, chosen by ``noise.cifar100_groups``:
+
+  - ``superclass`` (default): to the next fine class (by index, cyclic) within the true
+    superclass, read from the dataset's coarse labels: a semantic flip, as the Patrini map
+    intends.
+  - ``blocks``: the official code of JoCoR (``noisify_cifar100_asymmetric`` /
+    ``build_for_cifar100`` in hongxin001/JoCoR ``data/utils.py``, from giorgiop/loss-correction):
+    20 blocks of 5 *consecutive class indices* {5b, ..., 5b+4}, and inside each block a cyclic
+    pair flip, i -> i+1 with 5b+4 -> 5b. The fine labels are alphabetical, so these blocks
+    are not the superclasses; use it to compare with JoCoR-style CIFAR-100 numbers.
 * human: CIFAR-10N / CIFAR-100N annotations read from the user's label file.
 """
 
@@ -105,6 +114,16 @@ def superclass_mapping(fine: np.ndarray, coarse: np.ndarray) -> dict[int, int]:
     return mapping
 
 
+def block_mapping(num_classes: int, block: int = 5) -> dict[int, int]:
+    """Each class -> the next class (cyclic) of its block of ``block`` consecutive indices."""
+    if num_classes % block:
+        raise ConfigError(f"noise.cifar100_groups=blocks needs a multiple of {block} classes, got {num_classes}.")
+    return {c: (c // block) * block + (c % block + 1) % block for c in range(num_classes)}
+
+
+CIFAR100_GROUPS = ("superclass", "blocks")
+
+
 def symmetric(clean, num_classes, rate, rng, include_true_class=False) -> NoisyLabels:
     rate = check_rate(rate)
     if include_true_class:
@@ -138,7 +157,9 @@ def make_noisy_labels(
     """Applies the noise model named by ``noise_cfg`` (the ``noise`` config group).
 
     ``asymmetric_map`` is the dataset's semantic map (``cifar10``, ``mnist`` or
-    ``superclass``); ``human_labels(key)`` reads a CIFAR-N label array for human noise.
+    ``superclass``); for ``superclass`` (CIFAR-100), ``noise_cfg.cifar100_groups`` picks the
+    true superclasses (``superclass``, default) or JoCoR's blocks of 5 consecutive indices
+    (``blocks``). ``human_labels(key)`` reads a CIFAR-N label array for human noise.
     """
     clean = np.asarray(clean, dtype=np.int64)
     kind = noise_cfg.kind
@@ -152,7 +173,12 @@ def make_noisy_labels(
     if kind == "pair":
         return pair(clean, num_classes, rate, rng)
     if kind == "asymmetric":
-        if asymmetric_map == "superclass":
+        groups = noise_cfg.get("cifar100_groups") or "superclass"
+        if groups not in CIFAR100_GROUPS:
+            raise ConfigError(f"noise.cifar100_groups must be superclass or blocks, got '{groups}'.")
+        if asymmetric_map == "superclass" and groups == "blocks":
+            mapping = block_mapping(num_classes)
+        elif asymmetric_map == "superclass":
             if coarse is None:
                 raise ConfigError(f"noise={name} on {data_name} needs superclass labels, which it lacks.")
             mapping = superclass_mapping(clean, np.asarray(coarse))

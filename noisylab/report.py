@@ -1,13 +1,37 @@
 """A sweep's results as one table: ``python -m noisylab.report <sweep_dir> [--metric KEY]``.
 
-Reads every ``results.json`` below ``sweep_dir`` (one per job of a Hydra multirun), groups
-the runs by (method, noise), and gives the mean and standard deviation over seeds of
-``--metric`` (default ``test/acc_last10``, the mean test accuracy of the last 10 epochs, as
-the Co-teaching family reports), in percent. Where the sweep config carries a ``paper:``
-block (``method -> noise -> accuracy in percent``, see ``conf/sweep/``), the paper's number
-is printed beside ours. Prints a Markdown table and writes ``report.md``, ``report.csv`` and
-``report_curves.png`` (per-epoch test accuracy and label precision of every method, mean
-over seeds, one column per noise: the figures of the Co-teaching paper) into ``sweep_dir``.
+Reads every job folder below ``sweep_dir`` (one per job of a Hydra multirun: a folder with
+``results.json``, ``error.txt`` or ``.hydra/overrides.yaml``) and groups the jobs by **every
+swept override except the seed**: the overrides in each job's ``.hydra/overrides.yaml`` whose
+value differs between jobs (``noise``, ``data``, ``schedule.exponent``, ...). A job without
+``overrides.yaml`` (a run not started by Hydra) stands for its ``method``, ``noise`` name, ``data``
+and ``model`` from ``results.json``. Overrides that are the same in every job are printed
+once, as "fixed". Each group gets the mean and standard deviation over seeds of ``--metric``
+(default ``test/acc_last10``, the mean test accuracy of the last 10 epochs, as the Co-teaching
+family reports), in percent.
+
+Layout: when the groups differ only by ``method`` and ``noise``, one row per method and one
+column per noise (the papers' tables); otherwise one row per group, a column per swept key
+(the c x T_k study of ``conf/sweep/coteaching_ck_*.yaml`` gives 27 rows).
+
+The paper's numbers come from the sweep config's ``paper:`` block (stored in every job's
+``results.json`` as ``config.paper``), in one of two shapes:
+
+* ``paper: {method: {noise: accuracy}}`` (the Co-teaching table sweeps);
+* ``paper: {by: [key, key, ...], values: {v1: {v2: ... accuracy}}}``: a nesting of the swept
+  keys named in ``by``, outermost first, e.g. ``by: [noise, schedule.num_gradual,
+  schedule.exponent]`` and ``values: {pair45: {5: {0.5: 75.56, 1: 87.59, 2: 87.54}, ...}}``.
+  Keys are matched as numbers where both sides are numbers (``1`` = ``1.0``); a key of ``by``
+  that was not swept is read from the job's config (a group name such as ``method`` or
+  ``noise`` stands for its ``name``).
+
+A job folder without ``results.json`` (a crashed job) counts as failed: it is listed, with its
+overrides and the first line of its ``error.txt``, and the table gets a ``failed`` column.
+An ``--metric`` that no run has stops the report with one sentence and exit status 2.
+
+Writes ``report.md``, ``report.csv`` (one row per group) and ``report_curves.png`` (per-epoch
+test accuracy and label precision, mean over seeds, one column per noise: the figures of the
+Co-teaching paper) into ``sweep_dir`` and prints the Markdown.
 """
 
 from __future__ import annotations
@@ -18,44 +42,250 @@ import json
 import math
 import statistics
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
-# Order of the rows when the sweep has no ``paper`` block to take it from.
+# Order of the values when the sweep has no ``paper`` block to take it from.
 METHOD_ORDER = ("ce", "selfpaced", "decoupling", "coteaching", "coteaching_plus", "jocor")
 NOISE_ORDER = ("pair45", "sym50", "sym20")
+DEFAULT_METRIC = "test/acc_last10"
+# Fields a job without .hydra/overrides.yaml is grouped by (read from results.json).
+RESULT_KEYS = ("method", "noise", "data", "model")
+
+
+class ReportError(Exception):
+    """A report that cannot be made; the message is one sentence for the user."""
+
+
+@dataclass
+class Job:
+    folder: Path
+    run: dict | None  # results.json, None when the job failed
+    overrides: dict[str, str] = field(default_factory=dict)  # swept key -> value, seed left out
+    has_overrides: bool = False
+    error: str | None = None  # first line of error.txt
+    hydra_config: dict | None = None  # .hydra/config.yaml, for jobs without results.json
+
+    @property
+    def failed(self) -> bool:
+        return self.run is None
+
+    @property
+    def config(self) -> dict:
+        if self.run is not None and isinstance(self.run.get("config"), dict):
+            return self.run["config"]
+        return self.hydra_config or {}
+
+
+# ---------------------------------------------------------------------------- reading jobs
+
+
+def parse_overrides(lines) -> dict[str, str]:
+    """``["noise=sym50", "+sweep=x", "seed=1", ...]`` -> ``{"noise": "sym50", ...}``, without the
+    seed, Hydra's own keys and the ``sweep`` selection itself."""
+    parsed = {}
+    for line in lines or ():
+        key, sep, value = str(line).strip().partition("=")
+        key = key.lstrip("+~")
+        if not sep or key in ("seed", "sweep", "hydra") or key.startswith("hydra."):
+            continue
+        parsed[key] = value
+    return parsed
+
+
+def _read_yaml(path: Path):
+    import yaml
+
+    try:
+        with open(path) as f:
+            return yaml.safe_load(f)
+    except (OSError, yaml.YAMLError):
+        return None
+
+
+def job_folders(sweep_dir: Path) -> list[Path]:
+    folders = {p.parent for p in sweep_dir.rglob("results.json")}
+    folders |= {p.parent for p in sweep_dir.rglob("error.txt")}
+    folders |= {p.parent.parent for p in sweep_dir.rglob("overrides.yaml") if p.parent.name == ".hydra"}
+    return sorted(folders)
+
+
+def load_jobs(sweep_dir: Path) -> list[Job]:
+    """Every job folder below ``sweep_dir``, with its results (or None) and overrides."""
+    jobs = []
+    for folder in job_folders(sweep_dir):
+        run = None
+        if (folder / "results.json").is_file():
+            with open(folder / "results.json") as f:
+                run = json.load(f)
+        overrides_file = folder / ".hydra" / "overrides.yaml"
+        job = Job(folder, run, has_overrides=overrides_file.is_file())
+        if job.has_overrides:
+            job.overrides = parse_overrides(_read_yaml(overrides_file))
+        if (folder / "error.txt").is_file():
+            job.error = ((folder / "error.txt").read_text().strip().splitlines() or [""])[0]
+        if run is None and (folder / ".hydra" / "config.yaml").is_file():
+            loaded = _read_yaml(folder / ".hydra" / "config.yaml")
+            job.hydra_config = loaded if isinstance(loaded, dict) else None
+        jobs.append(job)
+    return jobs
 
 
 def load_runs(sweep_dir: Path) -> tuple[list[dict], list[Path]]:
-    """Every ``results.json`` below ``sweep_dir`` (sorted), and the jobs that failed."""
-    runs = []
-    for path in sorted(sweep_dir.rglob("results.json")):
-        with open(path) as f:
-            runs.append(json.load(f))
-    return runs, sorted(sweep_dir.rglob("error.txt"))
+    """Every ``results.json`` below ``sweep_dir`` (sorted), and the folders of failed jobs."""
+    jobs = load_jobs(Path(sweep_dir))
+    return [j.run for j in jobs if not j.failed], [j.folder for j in jobs if j.failed]
 
 
-def _ordered(names, preferred) -> list[str]:
-    names = set(names)
-    first = [n for n in preferred if n in names]
-    return first + sorted(names - set(first))
+# ---------------------------------------------------------------------------- values and keys
 
 
-def summarise(runs: list[dict], metric: str) -> dict:
-    """``{(method, noise): {"values": [...], "mean", "std", "paper"}}`` with accuracies in
-    percent; runs without the metric are left out (and counted in ``missing``)."""
-    cells: dict[tuple[str, str], dict] = {}
-    for run in runs:
-        key = (run["method"], run["noise"]["name"])
-        cell = cells.setdefault(key, {"values": [], "seeds": [], "missing": 0, "paper": None})
-        value = run.get("metrics", {}).get(metric)
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            cell["missing"] += 1
+def canonical(value) -> str:
+    """A value as a string that compares equal across spellings: 1, 1.0 and "1" -> "1"."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    text = str(value).strip()
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    if math.isfinite(number) and any(ch.isdigit() for ch in text):
+        return format(number, "g") if number != int(number) else str(int(number))
+    return text
+
+
+def _from_config(config: dict, key: str):
+    node = config
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    if isinstance(node, dict):  # a config group: stands for its name
+        return node.get("name")
+    return node
+
+
+def job_value(job: Job, key: str) -> str | None:
+    """The job's value of ``key``: its override, else its config (results.json or .hydra)."""
+    if key in job.overrides:
+        return canonical(job.overrides[key])
+    if job.run is not None and key in RESULT_KEYS:
+        value = job.run.get(key)
+        value = value.get("name") if isinstance(value, dict) else value
+        if value is not None:
+            return canonical(value)
+    value = _from_config(job.config, key)
+    return None if value is None else canonical(value)
+
+
+def swept_keys(jobs: list[Job]) -> tuple[list[str], dict[str, str]]:
+    """(keys whose value differs between jobs, in first-seen order; keys fixed for all jobs).
+    A job that cannot tell a key's value (crashed before writing its config) does not make
+    the key vary."""
+    candidates: dict[str, None] = {}
+    for job in jobs:
+        names = job.overrides if job.has_overrides else {k: None for k in RESULT_KEYS}
+        for key in names:
+            candidates.setdefault(key)
+    swept, fixed = [], {}
+    for key in candidates:
+        values = {job_value(job, key) for job in jobs} - {None}  # None: unknown (a crashed job)
+        if len(values) > 1:
+            swept.append(key)
+        elif values and any(key in job.overrides for job in jobs):
+            fixed[key] = next(iter(values))
+    return swept, fixed
+
+
+# ---------------------------------------------------------------------------- the paper block
+
+
+def paper_block(jobs: list[Job]) -> dict | None:
+    for job in jobs:
+        paper = job.config.get("paper")
+        if paper:
+            return paper
+    return None
+
+
+def paper_shape(paper: dict | None) -> tuple[list[str], dict]:
+    """(the keys the numbers are indexed by, outermost first; the nested numbers)."""
+    if not paper:
+        return [], {}
+    if "by" in paper and "values" in paper:
+        return [str(k) for k in paper["by"]], paper["values"] or {}
+    return ["method", "noise"], paper
+
+
+def paper_orders(paper: dict | None) -> dict[str, list[str]]:
+    """The order in which the paper block lists each key's values (its table's order)."""
+    by, values = paper_shape(paper)
+    orders: dict[str, list[str]] = {key: [] for key in by}
+    level = [values]
+    for key in by:
+        below = []
+        for node in level:
+            if isinstance(node, dict):
+                for name, child in node.items():
+                    if canonical(name) not in orders[key]:
+                        orders[key].append(canonical(name))
+                    below.append(child)
+        level = below
+    return orders
+
+
+def paper_value(paper: dict | None, job: Job) -> float | None:
+    """The paper's number for the group ``job`` belongs to, or None."""
+    by, node = paper_shape(paper)
+    if not by:
+        return None
+    for key in by:
+        value = job_value(job, key)
+        if not isinstance(node, dict) or value is None:
+            return None
+        node = next((child for name, child in node.items() if canonical(name) == value), None)
+    return float(node) if isinstance(node, (int, float)) and not isinstance(node, bool) else None
+
+
+# ---------------------------------------------------------------------------- summary
+
+
+def metric_value(run: dict, metric: str) -> float | None:
+    value = (run.get("metrics") or {}).get(metric)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return 100.0 * float(value)
+
+
+def check_metric(jobs: list[Job], metric: str) -> None:
+    known = set()
+    for job in jobs:
+        if not job.failed:
+            known |= set(job.run.get("metrics") or {})
+    if metric not in known:
+        raise ReportError(f"no run has the metric '{metric}'; the runs have: {', '.join(sorted(known)) or 'no metrics'}.")
+
+
+def summarise(jobs: list[Job], keys: list[str], metric: str, paper: dict | None) -> dict[tuple, dict]:
+    """``{group: {"values", "seeds", "missing", "failed", "mean", "std", "paper"}}`` with the
+    group = the jobs' values of ``keys``; accuracies in percent."""
+    cells: dict[tuple, dict] = {}
+    for job in jobs:
+        group = tuple(job_value(job, key) or "–" for key in keys)
+        cell = cells.setdefault(group, {"values": [], "seeds": [], "missing": 0, "failed": [], "paper": None,
+                                        "jobs": []})
+        cell["jobs"].append(job)
+        if job.failed:
+            cell["failed"].append(job)
         else:
-            cell["values"].append(100.0 * float(value))
-            cell["seeds"].append(run.get("seed"))
-        paper = ((run.get("config") or {}).get("paper") or {}).get(key[0], {}) or {}
-        if paper.get(key[1]) is not None:
-            cell["paper"] = float(paper[key[1]])
+            value = metric_value(job.run, metric)
+            if value is None:
+                cell["missing"] += 1
+            else:
+                cell["values"].append(value)
+                cell["seeds"].append(job.run.get("seed"))
+        if cell["paper"] is None:
+            cell["paper"] = paper_value(paper, job)
     for cell in cells.values():
         values = cell["values"]
         cell["mean"] = statistics.fmean(values) if values else None
@@ -63,14 +293,27 @@ def summarise(runs: list[dict], metric: str) -> dict:
     return cells
 
 
-def paper_order(runs: list[dict]) -> tuple[list[str], list[str]]:
-    """Method and noise order of the first ``paper`` block found, else the defaults."""
-    for run in runs:
-        paper = (run.get("config") or {}).get("paper")
-        if paper:
-            noises = [n for block in paper.values() for n in (block or {})]
-            return list(paper), list(dict.fromkeys(noises))
-    return list(METHOD_ORDER), list(NOISE_ORDER)
+def value_order(key: str, values, preferred: dict[str, list[str]]) -> list[str]:
+    """The paper's order, then METHOD/NOISE_ORDER, then numbers ascending, then by name."""
+    first = list(preferred.get(key, []))
+    first += {"method": list(METHOD_ORDER), "noise": list(NOISE_ORDER)}.get(key, [])
+
+    def sort_key(value: str):
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.inf
+        return (first.index(value) if value in first else len(first), number, value)
+
+    return sorted(set(values), key=sort_key)
+
+
+def sorted_groups(cells: dict, keys: list[str], preferred: dict[str, list[str]]) -> list[tuple]:
+    orders = [value_order(key, [g[i] for g in cells], preferred) for i, key in enumerate(keys)]
+    return sorted(cells, key=lambda g: tuple(orders[i].index(v) for i, v in enumerate(g)))
+
+
+# ---------------------------------------------------------------------------- output
 
 
 def _fmt(cell: dict | None) -> str:
@@ -82,43 +325,55 @@ def _fmt(cell: dict | None) -> str:
     return text
 
 
-def markdown_table(cells: dict, methods: list[str], noises: list[str], metric: str) -> str:
-    with_paper = any(cell["paper"] is not None for cell in cells.values())
+def _fmt_paper(cell: dict | None) -> str:
+    return "–" if cell is None or cell["paper"] is None else f"{cell['paper']:.2f}"
+
+
+def pivot_table(cells: dict, methods: list[str], noises: list[str], with_paper: bool, with_failed: bool) -> list[str]:
+    """Rows = methods, columns = noises (ours and the paper's): the papers' layout."""
     header = ["method"]
     for noise in noises:
         header += [f"{noise} ours", f"{noise} paper"] if with_paper else [noise]
-    header.append("runs")
-    lines = [f"{metric} in %, mean ± std over seeds" + ("; paper = the reproduced table" if with_paper else ""),
-             "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    header += ["runs"] + (["failed"] if with_failed else [])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for method in methods:
-        row, runs = [method], 0
+        row, runs, failed = [method], 0, 0
         for noise in noises:
             cell = cells.get((method, noise))
             row.append(_fmt(cell))
             if with_paper:
-                paper = None if cell is None else cell["paper"]
-                row.append("–" if paper is None else f"{paper:.2f}")
+                row.append(_fmt_paper(cell))
             runs += 0 if cell is None else len(cell["values"])
-        row.append(str(runs))
+            failed += 0 if cell is None else len(cell["failed"])
+        row += [str(runs)] + ([str(failed)] if with_failed else [])
         lines.append("| " + " | ".join(row) + " |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
-def write_csv(path: Path, cells: dict, methods: list[str], noises: list[str], metric: str) -> None:
+def long_table(cells: dict, groups: list[tuple], keys: list[str], with_paper: bool, with_failed: bool) -> list[str]:
+    """One row per group, one column per swept key."""
+    header = [*keys, "ours"] + (["paper"] if with_paper else []) + ["runs"] + (["failed"] if with_failed else [])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for group in groups:
+        cell = cells[group]
+        row = [*group, _fmt(cell)] + ([_fmt_paper(cell)] if with_paper else []) + [str(len(cell["values"]))]
+        row += [str(len(cell["failed"]))] if with_failed else []
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def write_csv(path: Path, cells: dict, groups: list[tuple], keys: list[str], metric: str) -> None:
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["method", "noise", "metric", "n", "mean", "std", "paper", "ours_minus_paper", "values"])
-        for method in methods:
-            for noise in noises:
-                cell = cells.get((method, noise))
-                if cell is None:
-                    continue
-                mean, std, paper = cell["mean"], cell["std"], cell["paper"]
-                delta = None if mean is None or paper is None else mean - paper
-                writer.writerow([method, noise, metric, len(cell["values"]),
-                                 "" if mean is None else f"{mean:.4f}", "" if std is None else f"{std:.4f}",
-                                 "" if paper is None else f"{paper:.2f}", "" if delta is None else f"{delta:.4f}",
-                                 " ".join(f"{v:.4f}" for v in cell["values"])])
+        writer.writerow([*keys, "metric", "n", "mean", "std", "paper", "ours_minus_paper", "values", "failed"])
+        for group in groups:
+            cell = cells[group]
+            mean, std, paper = cell["mean"], cell["std"], cell["paper"]
+            delta = None if mean is None or paper is None else mean - paper
+            writer.writerow([*group, metric, len(cell["values"]),
+                             "" if mean is None else f"{mean:.4f}", "" if std is None else f"{std:.4f}",
+                             "" if paper is None else f"{paper:.2f}", "" if delta is None else f"{delta:.4f}",
+                             " ".join(f"{v:.4f}" for v in cell["values"]), len(cell["failed"])])
 
 
 def epoch_curves(run: dict) -> dict[str, list[float]]:
@@ -136,66 +391,113 @@ def epoch_curves(run: dict) -> dict[str, list[float]]:
     return {key: [values[e] for e in sorted(values)] for key, values in curves.items() if values}
 
 
-def plot_curves(path: Path, runs: list[dict], methods: list[str], noises: list[str]) -> bool:
-    """``report_curves.png``: rows = test accuracy, label precision; columns = noise."""
+def plot_curves(path: Path, cells: dict, groups: list[tuple], keys: list[str]) -> bool:
+    """``report_curves.png``: rows = test accuracy, label precision; one column per value of
+    ``noise`` (else of the first swept key); one line per group."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = (("test/acc_epoch", "test accuracy"), ("train/label_precision", "label precision"))
-    figure, axes = plt.subplots(2, len(noises), figsize=(4.5 * len(noises), 6.5), squeeze=False)
+    split = keys.index("noise") if "noise" in keys else (0 if keys else None)
+    columns = list(dict.fromkeys(g[split] for g in groups)) if split is not None else [""]
+    lines = list(dict.fromkeys(tuple(v for i, v in enumerate(g) if i != split) for g in groups))
+    other_keys = [k.rsplit(".", 1)[-1] for i, k in enumerate(keys) if i != split]
+    metrics = (("test/acc_epoch", "test accuracy"), ("train/label_precision", "label precision"))
+    figure, axes = plt.subplots(2, len(columns), figsize=(4.5 * len(columns), 6.5), squeeze=False)
     drawn = False
-    for column, noise in enumerate(noises):
-        for method in methods:
-            per_seed = [epoch_curves(r) for r in runs if r["method"] == method and r["noise"]["name"] == noise]
-            for row, (key, label) in enumerate(keys):
-                series = [c[key] for c in per_seed if key in c]
-                if not series:
-                    continue
-                length = min(map(len, series))
-                mean = [100 * statistics.fmean(s[e] for s in series) for e in range(length)]
-                axes[row][column].plot(range(length), mean, label=method, color=f"C{methods.index(method) % 10}")
-                axes[row][column].set_ylabel(f"{label} (%)")
-                drawn = True
-        axes[0][column].set_title(noise)
+    for group in groups:
+        column = columns.index(group[split]) if split is not None else 0
+        rest = tuple(v for i, v in enumerate(group) if i != split)
+        if other_keys == ["method"]:
+            label = rest[0]
+        else:
+            label = ", ".join(f"{k}={v}" for k, v in zip(other_keys, rest)) or "runs"
+        per_seed = [epoch_curves(job.run) for job in cells[group]["jobs"] if not job.failed]
+        for row, (key, name) in enumerate(metrics):
+            series = [c[key] for c in per_seed if key in c]
+            if not series:
+                continue
+            length = min(map(len, series))
+            mean = [100 * statistics.fmean(s[e] for s in series) for e in range(length)]
+            axes[row][column].plot(range(length), mean, label=label, color=f"C{lines.index(rest) % 10}")
+            axes[row][column].set_ylabel(f"{name} (%)")
+            drawn = True
+    for column, value in enumerate(columns):
+        axes[0][column].set_title(value if split is None or keys[split] == "noise" else f"{keys[split]}={value}")
         axes[1][column].set_xlabel("epoch")
     if not drawn:
         plt.close(figure)
         return False
-    axes[0][0].legend(fontsize=8)
+    axes[0][0].legend(fontsize=7 if len(lines) > 6 else 8)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return True
 
 
-def report(sweep_dir: str | Path, metric: str = "test/acc_last10") -> str:
+def _describe(job: Job) -> str:
+    overrides = " ".join(f"{k}={v}" for k, v in job.overrides.items())
+    why = job.error or "no results.json"
+    return f"- {job.folder.name}" + (f" ({overrides})" if overrides else "") + f": {why}"
+
+
+def report(sweep_dir: str | Path, metric: str = DEFAULT_METRIC) -> str:
     """Builds the table for ``sweep_dir``, writes report.md and report.csv there, returns it."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"no such sweep directory: {sweep_dir}")
-    runs, failures = load_runs(sweep_dir)
-    if not runs:
+    jobs = load_jobs(sweep_dir)
+    if not jobs:
         raise FileNotFoundError(f"no results.json below {sweep_dir}: has the sweep run?")
-    cells = summarise(runs, metric)
-    preferred_methods, preferred_noises = paper_order(runs)
-    methods = _ordered({m for m, _ in cells}, preferred_methods)
-    noises = _ordered({n for _, n in cells}, preferred_noises)
-    table = markdown_table(cells, methods, noises, metric)
-    missing = sum(cell["missing"] for cell in cells.values())
+    failed = [job for job in jobs if job.failed]
+    if len(failed) == len(jobs):
+        raise ReportError(f"all {len(jobs)} job(s) below {sweep_dir} failed (no results.json): "
+                          + ", ".join(job.folder.name for job in failed) + ".")
+    check_metric(jobs, metric)
+
+    keys, fixed = swept_keys(jobs)
+    pivot = set(keys) <= {"method", "noise"}
+    if pivot:
+        keys = ["method", "noise"]
+    paper = paper_block(jobs)
+    if not pivot:  # the paper's nesting order first: the reproduced table's rows
+        by = [key for key in paper_shape(paper)[0] if key in keys]
+        keys = by + [key for key in keys if key not in by]
+    cells = summarise(jobs, keys, metric, paper)
+    preferred = paper_orders(paper)
+    groups = sorted_groups(cells, keys, preferred)
+    with_paper = any(cell["paper"] is not None for cell in cells.values())
+    with_failed = bool(failed)
+    if pivot:
+        methods = value_order("method", [g[0] for g in groups], preferred)
+        noises = value_order("noise", [g[1] for g in groups], preferred)
+        lines = pivot_table(cells, methods, noises, with_paper, with_failed)
+    else:
+        lines = long_table(cells, groups, keys, with_paper, with_failed)
+
+    runs = [job.run for job in jobs if not job.failed]
+    data = sorted({str(run.get("data")) for run in runs})
+    models = sorted({str(run.get("model")) for run in runs})
+    title = f"{metric} in %, mean ± std over seeds" + ("; paper = the reproduced table" if with_paper else "")
+    text = (f"# Sweep {sweep_dir.name}\n\ndata {', '.join(data)} | model {', '.join(models)} | "
+            f"{len(runs)} run(s)" + (f", {len(failed)} failed" if failed else "") + "\n\n")
+    text += f"grouped by: {', '.join(keys)}\n"
+    if fixed:
+        text += "fixed: " + " ".join(f"{k}={v}" for k, v in fixed.items()) + "\n"
+    text += f"\n{title}\n\n" + "\n".join(lines) + "\n"
     notes = []
+    missing = sum(cell["missing"] for cell in cells.values())
     if missing:
         notes.append(f"{missing} run(s) without {metric} left out.")
-    if failures:
-        notes.append(f"{len(failures)} job(s) failed: " + ", ".join(p.parent.name for p in failures) + ".")
-    data = sorted({run["data"] for run in runs})
-    models = sorted({run["model"] for run in runs})
-    text = (f"# Sweep {sweep_dir.name}\n\ndata {', '.join(data)} | model {', '.join(models)} | "
-            f"{len(runs)} run(s)\n\n{table}" + ("\n" + "\n".join(notes) + "\n" if notes else ""))
+    if failed:
+        notes.append(f"{len(failed)} job(s) failed (no results.json):")
+        notes += [_describe(job) for job in failed]
+    if notes:
+        text += "\n" + "\n".join(notes) + "\n"
     (sweep_dir / "report.md").write_text(text)
-    write_csv(sweep_dir / "report.csv", cells, methods, noises, metric)
-    if plot_curves(sweep_dir / "report_curves.png", runs, methods, noises):
+    write_csv(sweep_dir / "report.csv", cells, groups, keys, metric)
+    if plot_curves(sweep_dir / "report_curves.png", cells, groups, keys):
         text += "\nCurves: report_curves.png\n"
     return text
 
@@ -203,11 +505,11 @@ def report(sweep_dir: str | Path, metric: str = "test/acc_last10") -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m noisylab.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("sweep_dir", help="the multirun directory (holds one folder per job)")
-    parser.add_argument("--metric", default="test/acc_last10", help="metric from results.json (default: %(default)s)")
+    parser.add_argument("--metric", default=DEFAULT_METRIC, help="metric from results.json (default: %(default)s)")
     args = parser.parse_args(argv)
     try:
         text = report(args.sweep_dir, args.metric)
-    except FileNotFoundError as error:
+    except (FileNotFoundError, ReportError) as error:
         print(f"noisylab.report: error: {error}", file=sys.stderr)
         return 2
     print(text, end="")

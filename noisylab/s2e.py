@@ -43,6 +43,33 @@ In the sweep dir: s2e_history.json, s2e_best.yaml, s2e_schedules.png, rewritten 
 iteration; ``resume=true`` continues from s2e_history.json (same ``hydra.sweep.dir``).
 Sampling is seeded per iteration (``seed``, iteration), so a resumed search draws what an
 uninterrupted one would have.
+
+What the official code did (AutoML-Research/S2E ``heng_main.py``, ``heng_mnist_main.py``,
+``heng_100_main.py``), and where ours differs on purpose:
+
+* Reward: the *test* set was split by index into halves; the reward of a sampled schedule was
+  (acc_net1 + acc_net2) / 2 at the final epoch on the **second, clean half** of the test set
+  (the first half, "val_loader", was only logged), i.e. the mean of both networks' final
+  accuracy on clean test images. Ours is ``metric`` on the **noisy validation split** taken
+  from the training data: in practice there are no clean labels to reward with (they are what
+  the method is for), and the test set is never used to select anything, so the test accuracy
+  of the found schedule stays an honest estimate (rewarding on half the test set and
+  reporting on the other half still tunes on the test distribution's clean labels). The
+  reward is one number of results.json (``val/acc`` is the first network's; the official one
+  averaged both). Closer to the official protocol without touching the test set:
+  ``metric: val/clean_acc``, the same validation images scored against their true labels
+  (known only for synthetic noise); ``test/`` metrics are refused.
+* Inner loop: Co-teaching with the searched schedule, Adam 1e-3, batch 128, 200 epochs
+  (``range(1, 200)``: 199 trained, ``rate_schedule[epoch]`` from index 1). The scripts meant to
+  switch Adam's beta1 from 0.9 to 0.1 at the lr decay but wrote ``param_group['momentum']``,
+  a key Adam ignores, so **beta1 stayed 0.9** throughout; ours inherits the method's
+  ``lr_schedule`` (Co-teaching's official code does switch ``betas``, so ours does too).
+  Learning rate: the CIFAR scripts decay it linearly from epoch 80. The MNIST script sets
+  ``epoch_decay_start = 200`` ("no decay" in the CIFAR scripts' loop) but never reads it: its
+  plan is a hard-coded linear decay from epoch 80 (lr * (1 - (e - 80) / 120)), so in the
+  published code MNIST *is* decayed, with beta1 again unchanged. Ours uses the method's
+  lr_schedule on every dataset, so a schedule searched here is compared under the same
+  training as every other run.
 """
 
 from __future__ import annotations
