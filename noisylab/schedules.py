@@ -63,7 +63,8 @@ class CoteachingSchedule(ForgetRateSchedule):
     min(t^c * tau / T_k, tau), ``official`` the official code's linspace(0, tau^c, T_k) array
     read at index t + 1."""
 
-    def __init__(self, tau: float, num_gradual: int = 10, exponent: float = 1.0, form: str = "paper"):
+    def __init__(self, tau: float, num_gradual: int = 10, exponent: float = 1.0, form: str = "paper",
+                 official_index_shift: int = 1):
         if not 0.0 <= tau < 1.0:
             raise ConfigError(f"schedule.tau must lie in [0, 1), got {tau}.")
         if num_gradual < 0:
@@ -73,6 +74,9 @@ class CoteachingSchedule(ForgetRateSchedule):
         if exponent <= 0:
             raise ConfigError(f"schedule.exponent must be > 0, got {exponent}.")
         self.tau, self.num_gradual, self.exponent, self.form = tau, num_gradual, exponent, form
+        # official: our epoch t is the code's epoch t + 1, unless the run skips training in its
+        # first epoch as the code does (quirks=official), which aligns the two counts (shift 0)
+        self.official_index_shift = int(official_index_shift)
 
     def official_array(self, index: int) -> float:
         """``rate_schedule[index]`` of the official code (any index >= 0; n_epoch unbounded)."""
@@ -85,7 +89,7 @@ class CoteachingSchedule(ForgetRateSchedule):
 
     def forget_rate(self, epoch: int) -> float:
         if self.form == "official":
-            return self.official_array(epoch + 1)
+            return self.official_array(epoch + self.official_index_shift)
         if self.num_gradual == 0:
             return self.tau
         if self.form == "study":
@@ -146,7 +150,7 @@ def build_schedule(cfg, noise_rate: float, max_epochs: int) -> ForgetRateSchedul
     tau = noise_rate if tau is None else float(tau)
     if name == "coteaching":
         return CoteachingSchedule(tau, int(cfg.get("num_gradual", 10)), float(cfg.get("exponent", 1.0)),
-                                  str(cfg.get("form") or "paper"))
+                                  str(cfg.get("form") or "paper"), int(cfg.get("official_index_shift", 1)))
     if name == "s2e":
         if cfg.get("params") is None:
             raise ConfigError("schedule=s2e needs schedule.params: the 12 numbers of a searched schedule.")

@@ -39,7 +39,8 @@ def method_class(cfg: DictConfig):
 def build_datamodule(cfg: DictConfig):
     from noisylab.data.datamodule import NoisyDataModule
 
-    cls, protocol, data = method_class(cfg), cfg.protocol, cfg.data
+    cls, protocol = method_class(cfg), cfg.protocol
+    data = OmegaConf.create(OmegaConf.to_container(cfg.data, resolve=True))  # a copy this run may extend
     if protocol.get("augment") is not None:  # the published recipe's pipeline beats the dataset's default
         data = OmegaConf.merge(data, {"augment": protocol.augment})
     if protocol.get("normalize") is False:

@@ -100,3 +100,10 @@ def test_ddp_on_two_cpu_processes_writes_one_results_file(tmp_path):
     assert done.stdout.count("test accuracy") == 1  # rank 0 reports, the other rank is silent
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert 0.0 <= results["metrics"]["test/acc"] <= 1.0 and "rank" not in results
+    # per-sample state is gathered: each sample lives on one process per epoch, and rank 0's
+    # file counts every sample's selections (2 networks x 2 epochs), not only its own half
+    import numpy as np
+
+    per_sample = np.load(tmp_path / "run" / "per_sample.npz")
+    assert (per_sample["times_offered"] == 4).all()
+    assert results["metrics"]["train/detection_auc"] is not None

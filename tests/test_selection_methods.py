@@ -140,7 +140,7 @@ def test_coteaching_plus_without_disagreement_trains_on_the_batch_only_during_wa
     method = build_method(CoTeachingPlus, schedule=schedule, init_epoch=0, warmup_steps=warmup_steps)
     method.nets.second.load_state_dict(method.nets.first.state_dict())  # identical nets agree everywhere
     steps = record_steps(method, monkeypatch)
-    batch = {"x": torch.eye(B), "y": torch.arange(B) % C, "y_true": torch.arange(B) % C}
+    batch = {"x": torch.eye(B), "y": torch.arange(B) % C, "index": torch.arange(B), "y_true": torch.arange(B) % C}
     method.training_step(batch, 0)
     assert len(steps) == updates
 
@@ -150,7 +150,7 @@ def test_decoupling_warmup_updates_on_all_samples(monkeypatch, warmup_steps, upd
     method = build_method(Decoupling, warmup_steps=warmup_steps)
     method.nets.second.load_state_dict(method.nets.first.state_dict())
     steps = record_steps(method, monkeypatch)
-    batch = {"x": torch.eye(B), "y": torch.arange(B) % C, "y_true": torch.arange(B) % C}
+    batch = {"x": torch.eye(B), "y": torch.arange(B) % C, "index": torch.arange(B), "y_true": torch.arange(B) % C}
     method.training_step(batch, 0)
     assert len(steps) == updates
 

@@ -369,8 +369,10 @@ class LNLMethod(pl.LightningModule):
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["noisylab_history"] = self.history
-        checkpoint["noisylab_rng"] = {
-            "torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+        name, keys, position, has_gauss, cached = np.random.get_state()
+        checkpoint["noisylab_rng"] = {  # plain types and tensors: loads with weights_only
+            "torch": torch.get_rng_state(), "python": random.getstate(),
+            "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(cached)],
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         }
 
@@ -379,7 +381,8 @@ class LNLMethod(pl.LightningModule):
         rng = checkpoint.get("noisylab_rng")
         if rng is not None and self._trainer is not None:  # resuming: continue the random streams
             torch.set_rng_state(rng["torch"])
-            np.random.set_state(rng["numpy"])
+            name, keys, position, has_gauss, cached = rng["numpy"]
+            np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))
             random.setstate(rng["python"])
             if rng["cuda"] and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(rng["cuda"])

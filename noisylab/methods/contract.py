@@ -101,7 +101,7 @@ def plan_stages(stages: Sequence[Stage], max_epochs: int) -> list[StageSpan]:
             raise ConfigError(f"stage {stage.name} needs epochs >= 0, got {stage.epochs}.")
         if stage.epochs is None and index != len(stages) - 1:
             raise ConfigError(f"only the last stage may take the rest of the run (epochs: null), not {stage.name}.")
-        end = max_epochs if stage.epochs is None else start + int(stage.epochs)
+        end = max_epochs if stage.epochs is None else min(start + int(stage.epochs), max_epochs)
         if end > start:
             spans.append(StageSpan(stage, len(spans), start, end))
         start = end

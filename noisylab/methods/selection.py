@@ -42,6 +42,8 @@ class SmallLossSelection:
             schedule["tau"] = tau
         if "linspace_schedule" in self.quirks:
             schedule["form"] = "official"
+            if "skip_first_epoch" in self.quirks:  # epoch t is then the code's epoch t
+                schedule["official_index_shift"] = 0
         self.forget_rate = build_schedule(schedule, self.noise_rate, self.max_epochs)
         self.per_sample_state("times_offered")
         self.per_sample_state("times_kept")
