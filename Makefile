@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 ARGS    ?=
 
-.PHONY: help install run test test-all bench lint clean
+.PHONY: help install run test test-fast bench lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -23,6 +23,9 @@ run: $(STAMP)  ## the main job: Co-teaching on digits (embedded) with 50% symmet
 
 test: $(STAMP)  ## the test suite (CPU, a few minutes)
 	WANDB_MODE=offline $(BIN)/python -m pytest -q $(ARGS)
+
+test-fast: $(STAMP)  ## the suite less the end-to-end command-line runs (for development)
+	WANDB_MODE=offline $(BIN)/python -m pytest -q -m "not slow" --deselect tests/test_cli.py $(ARGS)
 
 bench: $(STAMP)  ## framework overhead and other speed ratios, measured in one run
 	$(BIN)/python -m noisylab.bench $(ARGS)

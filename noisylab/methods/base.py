@@ -26,6 +26,7 @@ pseudo-code. The base gives it:
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import random
 from collections.abc import Callable, Iterable
@@ -43,6 +44,7 @@ from noisylab.methods.contract import RunFacts, Stage, StageSpan, plan_stages
 from noisylab.models import build_model
 
 QUIRK_MODES = ("paper", "official")
+log = logging.getLogger("noisylab")
 
 
 def build_optimizer(parameters, cfg) -> torch.optim.Optimizer:
@@ -184,6 +186,11 @@ class LNLMethod(pl.LightningModule):
     def stage_spans(self) -> list[StageSpan]:
         if self._spans is None:
             self._spans = plan_stages(self.stages(), self.max_epochs)
+            reached = {span.stage.name for span in self._spans}
+            for stage in self.stages():
+                if stage.name not in reached and stage.epochs != 0:
+                    log.warning("stage %s of %s never runs: the run ends after %d epochs.",
+                                stage.name, type(self).__name__, self.max_epochs)
         return self._spans
 
     def stage_at(self, epoch: int) -> StageSpan:
@@ -291,6 +298,9 @@ class LNLMethod(pl.LightningModule):
         if not self._per_sample:
             self.register_buffer("_touched", torch.zeros(self.train_size, dtype=torch.bool), persistent=False)
         self._per_sample.append(name)
+        # DDP broadcasts rank 0's buffers before every forward; per-sample rows are merged
+        # at the epoch end instead (_sync_per_sample_state)
+        self._ddp_params_and_buffers_to_ignore = [*self._per_sample, "_touched"]
         return getattr(self, name)
 
     def clean_score(self) -> torch.Tensor | None:
