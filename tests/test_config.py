@@ -33,6 +33,7 @@ def test_defaults_run_coteaching_on_embedded_digits(make_cfg):
 
 def test_model_auto_is_the_published_model_and_model_group_overrides_it(make_cfg):
     assert resolved(make_cfg("data=cifar10"))["model"]["name"] == "cnn9"
+    assert resolved(make_cfg("data=mnist1d"))["model"]["name"] == "cnn1d"  # the dataset's own
     assert resolved(make_cfg("data=cifar10", "model=preact_resnet18"))["model"]["name"] == "preact_resnet18"
 
 

@@ -21,6 +21,7 @@ REPRESENTATIVE = {
     "resnet32": ((3, 16, 16), {}),
     "wrn28_10": ((3, 16, 16), {"widen_factor": 2}),
     "resnet50": ((3, 32, 32), {}),
+    "cnn1d": ((40,), {}),
 }
 
 
@@ -66,7 +67,8 @@ def test_image_models_take_their_minimum_size_and_one_channel(name):
 def test_minimum_sizes():
     sizes = {n: b.min_image_size for n, b in MODELS.items()}
     assert sizes == {"mlp": None, "cnn9": 28, "cnn6": 8, "lenet": 16, "cifar_quick": 8,
-                     "preact_resnet18": 1, "resnet32": 1, "wrn28_10": 1, "resnet50": 1}
+                     "preact_resnet18": 1, "resnet32": 1, "wrn28_10": 1, "resnet50": 1,
+                     "cnn1d": None}
 
 
 def test_cnn9_parameter_count_matches_the_layer_list():
@@ -78,6 +80,49 @@ def test_cnn9_parameter_count_matches_the_layer_list():
     model = build_model("cnn9", (channels, 32, 32), classes)
     assert sum(p.numel() for p in model.parameters()) == expected
     assert model.feature_dim == 128
+
+
+def test_cnn1d_matches_mnist1d_convbase():
+    # greydanus/mnist1d ConvBase: convs (kernel, stride 2, padding 1) 1->25 k5, 25->25 k3, 25->25 k3;
+    # length 40 -> (40+2-5)//2+1 = 19 -> (19+2-3)//2+1 = 10 -> (10+2-3)//2+1 = 5; Linear(125, 10).
+    convs = [(1, 25, 5), (25, 25, 3), (25, 25, 3)]
+    expected = sum(cin * cout * k + cout for cin, cout, k in convs) + 125 * 10 + 10
+    assert expected == 5_210
+    model = build_model("cnn1d", (40,), 10)
+    assert sum(p.numel() for p in model.parameters()) == expected
+    assert model.feature_dim == 125
+    assert [tuple(m.weight.shape) for m in model.modules() if isinstance(m, torch.nn.Conv1d)] == [
+        (25, 1, 5), (25, 25, 3), (25, 25, 3)]
+    x = torch.randn(4, 40)
+    assert model(x).shape == (4, 10)
+    # (B, L) is read as one channel: the same as giving (B, 1, L) to a (1, L) network.
+    twin = build_model("cnn1d", (1, 40), 10)
+    twin.load_state_dict(model.state_dict())
+    torch.testing.assert_close(twin(x.unsqueeze(1)), model(x))
+
+
+def test_cnn1d_channels_length_and_setting():
+    wide = build_model("cnn1d", (3, 50), 4, channels=8)  # 50 -> 24 -> 12 -> 6
+    assert wide.feature_dim == 8 * 6
+    assert wide(torch.randn(2, 3, 50)).shape == (2, 4)
+    shortest = build_model("cnn1d", (3,), 2)
+    assert shortest.feature_dim == 25 and shortest(torch.randn(2, 3)).shape == (2, 2)
+    with pytest.raises(ConfigError, match="model cnn1d needs signals of at least 3 samples, but "
+                                          "data gives 2; choose model=mlp"):
+        build_model("cnn1d", (2,), 10)
+    with pytest.raises(ConfigError, match="channels"):
+        build_model("cnn1d", (40,), 10, channels=0)
+    with pytest.raises(ConfigError, match="model cnn1d has no setting 'kernel'"):
+        build_model("cnn1d", (40,), 10, kernel=5)
+
+
+def test_cnn1d_rejects_images():
+    with pytest.raises(ConfigError, match=r"model cnn1d needs 1-D signals given as \(length,\) or "
+                                          r"\(channels, length\), but data gives samples of shape "
+                                          r"1x8x8; choose an image model"):
+        build_model("cnn1d", (1, 8, 8), 10)
+    with pytest.raises(ConfigError, match="needs 1-D signals"):
+        build_model("cnn1d", (3, 32, 32), 10)
 
 
 def test_cnn9_dropout_is_off_in_eval_and_on_in_train():

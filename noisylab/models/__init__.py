@@ -12,7 +12,8 @@ Every network is a :class:`Classifier`: ``features(x)`` gives the penultimate fe
 embeddings and logits from one pass write ``f = net.features(x); logits = net.classifier(f)``.
 
 Each builder carries ``min_image_size`` (the smallest H and W it accepts; ``None`` for networks
-that flatten any input), derived by shape arithmetic in its module.
+that flatten any input or, like ``cnn1d``, take 1-D signals ``(L,)`` or ``(C, L)`` and check
+them themselves), derived by shape arithmetic in its module.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from noisylab.models.base import Classifier, model_builder
 
 # ---------------------------------------------------------------------------- registry
 from noisylab.models.cifar_quick import build_cifar_quick
+from noisylab.models.cnn1d import build_cnn1d
 from noisylab.models.cnn9 import build_cnn9
 from noisylab.models.mlp import build_mlp
 from noisylab.models.preact_resnet import build_preact_resnet18
@@ -37,7 +39,7 @@ from noisylab.models.wide_resnet import build_wrn28_10
 MODELS: dict[str, Callable[..., Classifier]] = {
     builder.model_name: builder
     for builder in (build_mlp, build_cnn9, build_cnn6, build_lenet, build_cifar_quick,
-                    build_preact_resnet18, build_resnet32, build_wrn28_10, build_resnet50)
+                    build_preact_resnet18, build_resnet32, build_wrn28_10, build_resnet50, build_cnn1d)
 }
 
 
