@@ -31,14 +31,6 @@ def overrides(method, *more):
     return [*FAST, f"method={method}", *EXTRA.get(method, []), *more]
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("method", METHODS)
 def test_every_method_meets_the_contract(make_cfg, monkeypatch, one_thread, method):
     """2 epochs on digits: a valid results.json and per_sample.npz; a checkpoint that restores
