@@ -64,11 +64,26 @@ def shuffle_y_true(monkeypatch, seed: int = 1234):
     monkeypatch.setattr(NoisyDataModule, "_prepare_arrays", prepare_and_shuffle)
 
 
+def method_defaults(cls) -> dict:
+    """The settings of the method config whose target is ``cls`` (where its defaults live)."""
+    from pathlib import Path
+
+    from noisylab.methods.contract import DESCRIPTIVE_KEYS
+
+    for path in sorted((Path(config_dir()) / "method").glob("*.yaml")):
+        cfg = OmegaConf.load(path)
+        if cfg.get("_target_") == f"{cls.__module__}.{cls.__qualname__}":
+            return {k: v for k, v in cfg.items() if k not in (*DESCRIPTIVE_KEYS, "defaults")}
+    return {}
+
+
 def tiny_method(cls, *, max_epochs: int = 10, train_size: int = 8, num_classes: int = 3, protocol=None,
                 noise_kind: str = "symmetric", quirks: str = "paper", **settings):
-    """A method on 8-feature inputs with a small MLP, built outside any run."""
+    """A method on 8-feature inputs with a small MLP, built outside any run; settings not
+    given come from its config."""
     from noisylab.methods.contract import RunFacts
 
+    settings = {**method_defaults(cls), **settings}
     facts = RunFacts(num_classes=num_classes, input_shape=(8,), train_size=train_size, max_epochs=max_epochs,
                      noise_rate=0.5, noise_kind=noise_kind)
     protocol = protocol or {"optimizer": {"name": "adam", "lr": 1e-3}}

@@ -71,6 +71,27 @@ def test_every_method_refuses_an_unknown_setting(make_cfg, method):
         build_method(cfg, build_datamodule(cfg))
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_every_default_lives_in_the_method_config(make_cfg, method):
+    """The constructor has no defaults of its own; its config names every setting."""
+    import inspect
+
+    from omegaconf import OmegaConf
+
+    from noisylab.methods.contract import DESCRIPTIVE_KEYS
+    from noisylab.train import method_class
+
+    cfg = make_cfg(f"method={method}")
+    cls = method_class(cfg)
+    configured = set(OmegaConf.to_container(cfg.method)) - set(DESCRIPTIVE_KEYS)
+    assert configured == set(accepted_settings(cls)) - {"schedule"}  # the schedule is its own group
+    for klass in cls.__mro__:
+        if "__init__" in klass.__dict__ and klass.__module__.startswith("noisylab.methods"):
+            for name, parameter in inspect.signature(klass.__init__).parameters.items():
+                if name in configured:
+                    assert parameter.default is inspect.Parameter.empty, (klass.__name__, name)
+
+
 def test_the_refusal_lists_the_accepted_settings(make_cfg):
     cfg = make_cfg("method=jocor", "+method.co_lamda=0.9")
     with pytest.raises(ConfigError, match="its settings are: schedule, co_lambda, fused.") as error:

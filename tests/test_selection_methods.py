@@ -12,7 +12,6 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from noisylab import report as report_module
-from noisylab.methods.contract import RunFacts
 from noisylab.methods.coteaching_plus import CoTeachingPlus, disagreement_cross_update
 from noisylab.methods.decoupling import Decoupling, decoupling_losses, disagreement_mask
 from noisylab.methods.jocor import jocor_loss
@@ -20,6 +19,7 @@ from noisylab.methods.selection import small_loss_indices
 from noisylab.methods.selfpaced import self_paced_loss
 from noisylab.schedules import build_schedule
 from noisylab.train import config_dir, run
+from tests.conftest import tiny_method
 
 B, C = 8, 3
 METHODS = ["selfpaced", "decoupling", "coteaching_plus", "jocor"]
@@ -118,10 +118,7 @@ def test_coteaching_plus_selects_inside_the_disagreement_set_and_trains_the_peer
 
 
 def build_method(cls, **extra):
-    facts = RunFacts(num_classes=C, input_shape=(B,), train_size=B, max_epochs=10, noise_rate=0.5,
-                     noise_kind="symmetric")
-    protocol = {"optimizer": {"name": "adam", "lr": 1e-3}}
-    return cls(facts=facts, model={"name": "mlp", "hidden": [16]}, protocol=protocol, **extra)
+    return tiny_method(cls, train_size=B, num_classes=C, **extra)
 
 
 def record_steps(method, monkeypatch) -> list:

@@ -469,7 +469,7 @@ class TwoNetworkMethod(LNLMethod):
 
     reported = ("net1", "net2")
 
-    def __init__(self, fused: bool = False, **settings):
+    def __init__(self, fused: bool, **settings):
         super().__init__(**settings)
         from noisylab.methods.pair import make_pair
 

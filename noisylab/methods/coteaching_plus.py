@@ -58,7 +58,7 @@ def disagreement_cross_update(logits1, logits2, y, forget_rate: float, **quirks)
 class CoTeachingPlus(CoTeaching):
     official_quirks = (*COTEACHING_QUIRKS, "softmax_input")
 
-    def __init__(self, schedule, init_epoch: int = 20, warmup_steps: int = 0, **settings):
+    def __init__(self, schedule, init_epoch: int, warmup_steps: int, **settings):
         super().__init__(schedule, **settings)
         self.init_epoch, self.warmup_steps = int(init_epoch), int(warmup_steps)
 

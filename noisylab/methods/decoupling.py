@@ -43,7 +43,7 @@ def decoupling_losses(logits1, logits2, y, update: torch.Tensor, min_batch_fract
 
 
 class Decoupling(TwoNetworkMethod):
-    def __init__(self, min_batch_fraction: float = 0.1, warmup_steps: int = 0, **settings):
+    def __init__(self, min_batch_fraction: float, warmup_steps: int, **settings):
         super().__init__(**settings)
         self.min_batch_fraction, self.warmup_steps = float(min_batch_fraction), int(warmup_steps)
 

@@ -49,7 +49,7 @@ def jocor_loss(logits1: torch.Tensor, logits2: torch.Tensor, y: torch.Tensor, co
 class JoCoR(SmallLossSelection, TwoNetworkMethod):
     official_quirks = ("skip_first_epoch", "drop_last", "linspace_schedule", "dropout_at_eval")
 
-    def __init__(self, schedule, co_lambda: float = 0.9, **settings):
+    def __init__(self, schedule, co_lambda: float, **settings):
         super().__init__(**settings)
         self.co_lambda = float(co_lambda)
         asymmetric = self.facts.noise_kind == "asymmetric"
