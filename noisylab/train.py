@@ -248,13 +248,20 @@ def task(cfg: DictConfig) -> float | None:
 MOVED_TO_PROTOCOL = ("epochs", "batch_size", "optimizer", "lr_schedule", "augment", "normalize", "last_k")
 
 
-def rewrite_moved_keys(argv: list[str]) -> list[str]:
-    """``protocol.epochs=3`` -> ``protocol.epochs=3`` (likewise the other recipe keys)."""
+def rewrite_overrides(argv: list[str]) -> list[str]:
+    """``method.epochs=3`` -> ``protocol.epochs=3`` (likewise the other recipe keys), and
+    ``method.<setting>=v`` -> ``++method.<setting>=v``, so that a misspelled setting reaches
+    the method's own check (one sentence listing its settings) instead of Hydra's."""
     out = []
     for arg in argv:
         head = arg.lstrip("+~")
-        if head.startswith("method.") and head[len("method."):].split("=")[0].split(".")[0] in MOVED_TO_PROTOCOL:
-            arg = arg[: len(arg) - len(head)] + "protocol." + head[len("method."):]
+        prefix = arg[: len(arg) - len(head)]
+        if head.startswith("method.") and "=" in head:
+            key = head[len("method."):].split("=")[0].split(".")[0]
+            if key in MOVED_TO_PROTOCOL:
+                arg = prefix + "protocol." + head[len("method."):]
+            elif prefix == "":
+                arg = "++" + head
         out.append(arg)
     return out
 
@@ -265,5 +272,5 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
 
 def main() -> float | None:
-    sys.argv[1:] = rewrite_moved_keys(sys.argv[1:])
+    sys.argv[1:] = rewrite_overrides(sys.argv[1:])
     return _hydra_main()

@@ -107,3 +107,24 @@ def test_ddp_on_two_cpu_processes_writes_one_results_file(tmp_path):
     per_sample = np.load(tmp_path / "run" / "per_sample.npz")
     assert (per_sample["times_offered"] == 4).all()
     assert results["metrics"]["train/detection_auc"] is not None
+
+
+@pytest.mark.parametrize("overrides,sentence", [
+    (["method=jocor", "method.co_lamda=0.9"],
+     "method.co_lamda is not a setting of method=jocor; its settings are: schedule, co_lambda, fused."),
+    (["+protocol.optimizer.momentm=0.9"], "optimizer setting momentm is not one of adam's: name, lr, betas, weight_decay."),
+])
+def test_a_misspelled_setting_is_one_sentence(tmp_path, overrides, sentence):
+    done = noisylab(tmp_path, *FAST, *overrides)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip().endswith(sentence) and "Traceback" not in done.stderr
+    assert not (tmp_path / "run" / "results.json").exists()
+
+
+def test_the_old_recipe_keys_and_the_protocol_are_in_results(tmp_path):
+    done = noisylab(tmp_path, "method.epochs=1", "trainer.enable_progress_bar=false", "callbacks=none",
+                    "method.fused=true")
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["epochs"] == 1 and results["protocol"] == "coteaching" and results["config"]["method"]["fused"]
+    assert 0.0 <= results["metrics"]["train/detection_auc"] <= 1.0 and (tmp_path / "run" / "per_sample.npz").is_file()

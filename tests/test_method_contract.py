@@ -13,7 +13,7 @@ from sklearn.metrics import roc_auc_score
 from noisylab.errors import ConfigError
 from noisylab.methods.ce import CrossEntropy
 from noisylab.methods.contract import Stage, accepted_settings
-from noisylab.train import build_datamodule, build_method, rewrite_moved_keys, run
+from noisylab.train import build_datamodule, build_method, rewrite_overrides, run
 from tests.conftest import shuffle_y_true
 
 METHODS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "method").glob("*.yaml"))
@@ -311,6 +311,7 @@ def test_a_users_override_beats_the_per_dataset_value(make_cfg):
 
 
 def test_the_old_recipe_keys_still_work_on_the_command_line():
-    assert rewrite_moved_keys(["method.epochs=3", "+method.optimizer.lr=0.1", "method.co_lambda=0.5",
-                               "method=ce", "~method.last_k"]) == [
-        "protocol.epochs=3", "+protocol.optimizer.lr=0.1", "method.co_lambda=0.5", "method=ce", "~protocol.last_k"]
+    assert rewrite_overrides(["method.epochs=3", "+method.optimizer.lr=0.1", "method.co_lambda=0.5",
+                              "method=ce", "~method.last_k", "+method.x=1"]) == [
+        "protocol.epochs=3", "+protocol.optimizer.lr=0.1", "++method.co_lambda=0.5", "method=ce",
+        "~protocol.last_k", "+method.x=1"]

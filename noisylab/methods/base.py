@@ -47,8 +47,16 @@ QUIRK_MODES = ("paper", "official")
 log = logging.getLogger("noisylab")
 
 
+OPTIMIZER_SETTINGS = {"adam": ("name", "lr", "betas", "weight_decay"),
+                      "sgd": ("name", "lr", "momentum", "weight_decay", "nesterov")}
+
+
 def build_optimizer(parameters, cfg) -> torch.optim.Optimizer:
     name = cfg.get("name", "adam")
+    unknown = [key for key in cfg if key not in OPTIMIZER_SETTINGS.get(name, (key,))]
+    if unknown:
+        raise ConfigError(f"optimizer setting {unknown[0]} is not one of {name}'s: "
+                          f"{', '.join(OPTIMIZER_SETTINGS[name])}.")
     lr = float(cfg.lr)
     weight_decay = float(cfg.get("weight_decay", 0.0))
     if name == "adam":
