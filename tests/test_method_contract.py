@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
 from noisylab.errors import ConfigError
@@ -315,3 +316,25 @@ def test_the_old_recipe_keys_still_work_on_the_command_line():
                               "method=ce", "~method.last_k", "+method.x=1"]) == [
         "protocol.epochs=3", "+protocol.optimizer.lr=0.1", "++method.co_lambda=0.5", "method=ce",
         "~protocol.last_k", "+method.x=1"]
+
+
+class LookAheadProbe(CrossEntropy):
+    """The plain optimiser goes into ``higher`` inside a real run (what the bilevel methods need)."""
+
+    grads: list = []
+
+    def training_step(self, batch, batch_idx):
+        import higher
+
+        weights = torch.zeros(len(batch["y"]), requires_grad=True)
+        with higher.innerloop_ctx(self.net, self.optimizer("net"), copy_initial_weights=True) as (net, opt):
+            opt.step((F.cross_entropy(net(batch["x"]), batch["y"], reduction="none") * weights).sum())
+            outer = F.cross_entropy(net(batch["x"]), batch["y"])
+            LookAheadProbe.grads.append(torch.autograd.grad(outer, weights)[0])
+        return super().training_step(batch, batch_idx)
+
+
+def test_the_plain_optimiser_serves_a_higher_look_ahead(make_cfg, one_thread):
+    LookAheadProbe.grads.clear()
+    run(make_cfg(*FAST, "method=ce", "protocol.epochs=1", "method._target_=tests.test_method_contract.LookAheadProbe"))
+    assert LookAheadProbe.grads and all(torch.isfinite(g).all() and g.abs().sum() > 0 for g in LookAheadProbe.grads)
