@@ -216,7 +216,8 @@ def print_summary(results: dict) -> None:
         f"method {results['method']} | data {results['data']} | model {results['model']} | seed {results['seed']}",
         f"noise  {noise['name']} (nominal {noise['rate']:.2f}, realised {noise['actual_rate']:.4f})",
         f"test accuracy {pct('test/acc')} (mean of last 10 epochs {pct('test/acc_last10')})",
-        f"label precision {pct('train/label_precision')}",
+        f"label precision {pct('train/label_precision')} | noise detection AUC "
+        + ("n/a" if metrics.get("train/detection_auc") is None else f"{metrics['train/detection_auc']:.3f}"),
         f"run files: {results['run_dir']}",
     ]
     print("\n".join(lines), flush=True)
