@@ -179,8 +179,11 @@ class LNLMethod(pl.LightningModule):
         return optimizers[self._optimizer_names.index(name)]
 
     def step(self, loss: torch.Tensor, name: str = "net") -> None:
-        """One update of optimiser ``name`` on ``loss``."""
-        optimizer = self.optimizer(name)
+        """One update of optimiser ``name`` on ``loss``, through Lightning's wrapper (so the
+        precision plugin's gradient scaling applies)."""
+        self.optimizer(name)  # checks the name
+        wrapped = self.optimizers()
+        optimizer = (wrapped if isinstance(wrapped, list) else [wrapped])[self._optimizer_names.index(name)]
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         optimizer.step()
