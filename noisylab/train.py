@@ -257,11 +257,11 @@ def rewrite_overrides(argv: list[str]) -> list[str]:
     for arg in argv:
         head = arg.lstrip("+~")
         prefix = arg[: len(arg) - len(head)]
-        if head.startswith("method.") and "=" in head:
+        if head.startswith("method."):
             key = head[len("method."):].split("=")[0].split(".")[0]
             if key in MOVED_TO_PROTOCOL:
                 arg = prefix + "protocol." + head[len("method."):]
-            elif prefix == "":
+            elif prefix == "" and "=" in head:
                 arg = "++" + head
         out.append(arg)
     return out
