@@ -175,8 +175,7 @@ def test_state_dict_round_trip():
             assert torch.equal(actual, expected)
 
 
-FAST = ["method=coteaching", "data=digits", "protocol.epochs=2", "trainer.enable_progress_bar=false", "logger=none",
-        "callbacks=default"]
+FAST = ["debug=fast", "method=coteaching", "data=digits"]
 
 
 def test_lightning_run_fused_coteaching_matches_plain(make_cfg):

@@ -208,7 +208,7 @@ def test_s2e_schedule_from_config_matches_its_formula():
 
 
 # ------------------------------------------------------------- training, end to end
-FAST = ["data=digits", "protocol.epochs=2", "callbacks=none", "logger=none", "trainer.enable_progress_bar=false"]
+FAST = ["debug=fast", "data=digits", "callbacks=none"]
 EXTRA = {"coteaching_plus": ["method.init_epoch=1"],  # one epoch of each phase
          "decoupling": ["method.warmup_steps=3"]}
 

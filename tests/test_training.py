@@ -7,7 +7,7 @@ from noisylab.methods.base import LNLMethod
 from noisylab.train import run
 from tests.conftest import shuffle_y_true
 
-FAST = ["protocol.epochs=3", "trainer.enable_progress_bar=false", "logger=none", "callbacks=default"]
+FAST = ["debug=fast", "protocol.epochs=3"]
 
 
 def trained_weights(results) -> dict:
@@ -50,7 +50,7 @@ def test_wandb_logs_offline_into_the_run_dir_without_a_key(make_cfg, monkeypatch
 
 
 def test_a_run_resumes_from_its_checkpoint_with_its_history(make_cfg, monkeypatch):
-    first = run(make_cfg("protocol.epochs=2", "trainer.enable_progress_bar=false", "logger=none"))
+    first = run(make_cfg("debug=fast"))
     checkpoint = f"{first['run_dir']}/checkpoints/last.ckpt"
     captured = {}
     original = LNLMethod.summary_metrics
@@ -60,7 +60,7 @@ def test_a_run_resumes_from_its_checkpoint_with_its_history(make_cfg, monkeypatc
         return original(self)
 
     monkeypatch.setattr(LNLMethod, "summary_metrics", capture)
-    resumed = run(make_cfg("protocol.epochs=4", "trainer.enable_progress_bar=false", "logger=none",
+    resumed = run(make_cfg("debug=fast", "protocol.epochs=4",
                            f"ckpt_path={checkpoint}"))
     assert resumed["epochs"] == 4
     assert len(captured["history"]["test/acc_epoch"]) == 4  # 2 restored + 2 new epochs
@@ -69,7 +69,7 @@ def test_a_run_resumes_from_its_checkpoint_with_its_history(make_cfg, monkeypatc
 def test_a_checkpoint_loads_back_into_its_method_for_evaluation(make_cfg):
     from noisylab.methods.coteaching import CoTeaching
 
-    results = run(make_cfg("protocol.epochs=1", "trainer.enable_progress_bar=false", "logger=none"))
+    results = run(make_cfg("debug=fast", "protocol.epochs=1"))
     restored = CoTeaching.load_from_checkpoint(f"{results['run_dir']}/checkpoints/last.ckpt")
     restored.eval()
     logits = restored.network("net2")(torch.zeros(3, 1, 8, 8))
