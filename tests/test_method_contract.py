@@ -20,7 +20,8 @@ from tests.conftest import shuffle_y_true
 METHODS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "method").glob("*.yaml"))
 FAST = ["debug=fast", "data=digits"]
 # Two-stage methods get one epoch of each stage in a short run.
-EXTRA = {"coteaching_plus": ["method.init_epoch=1"], "decoupling": ["method.warmup_steps=3"]}
+EXTRA = {"coteaching_plus": ["method.init_epoch=1"], "decoupling": ["method.warmup_steps=3"],
+         "gce": ["method.truncated=true", "method.start_prune=1", "method.prune_every=1", "method.k=0.1"]}
 
 
 def network_weights(checkpoint_path) -> dict:

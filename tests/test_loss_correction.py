@@ -1,0 +1,86 @@
+"""Bootstrapping, SCE and GCE: the losses against their formulas computed by hand, and
+truncated GCE's pruning of the training set."""
+
+import math
+
+import pytest
+import torch
+
+from noisylab.methods.bootstrap import bootstrap_loss
+from noisylab.methods.gce import GeneralizedCrossEntropy, lq_loss, truncation_weights
+from noisylab.methods.sce import CODE_A, sce_loss
+from tests.conftest import tiny_method
+
+LOGITS = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3], [-1.0, 3.0, 0.0], [1.0, 1.0, 1.0]])
+Y = torch.tensor([0, 2, 0, 1])
+
+
+def softmax(row):
+    exps = [math.exp(v) for v in row]
+    return [e / sum(exps) for e in exps]
+
+
+PROBS = [softmax(row) for row in LOGITS.tolist()]
+
+
+@pytest.mark.parametrize("hard,beta", [(False, 0.95), (True, 0.8)])
+def test_bootstrap_matches_its_formula(hard, beta):
+    expected = []
+    for p, y in zip(PROBS, Y.tolist()):
+        own = [1.0 if k == max(range(3), key=p.__getitem__) else 0.0 for k in range(3)] if hard else p
+        target = [beta * (k == y) + (1 - beta) * own[k] for k in range(3)]
+        expected.append(-sum(t * math.log(q) for t, q in zip(target, p)))
+    assert bootstrap_loss(LOGITS, Y, beta, hard).item() == pytest.approx(sum(expected) / 4, rel=1e-5)
+    assert bootstrap_loss(LOGITS, Y, 1.0, hard).item() == pytest.approx(
+        torch.nn.functional.cross_entropy(LOGITS, Y).item(), rel=1e-6)  # beta = 1: plain CE
+
+
+def test_soft_bootstrap_target_carries_a_gradient_unless_detached():
+    logits = LOGITS.clone().requires_grad_(True)
+    bootstrap_loss(logits, Y, 0.0, hard=False).backward()  # pure entropy minimisation
+    through_target = logits.grad.clone()
+    logits.grad = None
+    bootstrap_loss(logits, Y, 0.0, hard=False, detach_target=True).backward()
+    assert not torch.allclose(through_target, logits.grad)
+
+
+def test_sce_matches_its_formula_with_the_papers_and_the_codes_A():
+    alpha, beta = 0.1, 1.0
+    for log_zero in (-4.0, CODE_A):
+        expected = sum(alpha * -math.log(p[y]) + beta * -log_zero * (1 - p[y]) for p, y in zip(PROBS, Y.tolist())) / 4
+        assert sce_loss(LOGITS, Y, alpha, beta, log_zero).item() == pytest.approx(expected, rel=1e-5)
+    assert CODE_A == pytest.approx(-9.2103, abs=1e-4)
+
+
+def test_lq_matches_its_formula_and_its_limits():
+    q = 0.7
+    expected = [(1 - p[y] ** q) / q for p, y in zip(PROBS, Y.tolist())]
+    assert lq_loss(LOGITS, Y, q).tolist() == pytest.approx(expected, rel=1e-5)
+    assert lq_loss(LOGITS, Y, 1.0).tolist() == pytest.approx([1 - p[y] for p, y in zip(PROBS, Y.tolist())], rel=1e-5)
+    ce = torch.nn.functional.cross_entropy(LOGITS, Y, reduction="none")
+    assert lq_loss(LOGITS, Y, 1e-4).tolist() == pytest.approx(ce.tolist(), rel=1e-3)  # q -> 0: CE
+
+
+def test_truncated_gce_prunes_the_samples_at_or_below_k_on_schedule(monkeypatch):
+    method = tiny_method(GeneralizedCrossEntropy, train_size=4, truncated=True, start_prune=2, prune_every=3)
+    assert [round(p[y], 3) for p, y in zip(PROBS, Y.tolist())] == [0.786, 0.367, 0.017, 0.333]
+    assert truncation_weights(LOGITS, Y, 0.5).tolist() == [1.0, 0.0, 0.0, 0.0]
+    assert truncation_weights(LOGITS, Y, 0.3).tolist() == [1.0, 1.0, 0.0, 1.0]
+
+    class Train:
+        datamodule = type("DM", (), {"train": {"y": Y}})()
+
+    passes = []
+    monkeypatch.setattr(method, "training_set_pass", lambda net: passes.append(1) or (LOGITS, None))
+    monkeypatch.setattr(type(method), "trainer", property(lambda self: Train()))
+    monkeypatch.setattr(type(method), "current_epoch", property(lambda self: self._epoch))
+    monkeypatch.setattr("noisylab.methods.base.LNLMethod.on_train_epoch_start", lambda self: None)
+    pruned_at = []
+    for epoch in range(9):
+        method._epoch = epoch
+        before = len(passes)
+        method.on_train_epoch_start()
+        if len(passes) > before:
+            pruned_at.append(epoch)
+    assert pruned_at == [2, 5, 8]
+    assert method.weight.tolist() == [1.0, 0.0, 0.0, 0.0] and torch.equal(method.clean_score(), method.weight)
