@@ -84,3 +84,20 @@ def test_truncated_gce_prunes_the_samples_at_or_below_k_on_schedule(monkeypatch)
             pruned_at.append(epoch)
     assert pruned_at == [2, 5, 8]
     assert method.weight.tolist() == [1.0, 0.0, 0.0, 0.0] and torch.equal(method.clean_score(), method.weight)
+
+
+def test_mixup_mixes_inputs_and_labels_with_one_lambda():
+    from noisylab.methods.mixup import mixup_loss
+
+    net = torch.nn.Linear(3, 3, bias=False)
+    with torch.no_grad():
+        net.weight.copy_(torch.eye(3))  # logits = inputs
+    x, y, perm, lam = LOGITS[:3], Y[:3], torch.tensor([2, 0, 1]), 0.3
+    mixed = lam * x + (1 - lam) * x[perm]
+    expected = 0.0
+    for i in range(3):
+        p = softmax(mixed[i].tolist())
+        expected += lam * -math.log(p[y[i]]) + (1 - lam) * -math.log(p[y[perm[i]]])
+    assert mixup_loss(net, x, y, lam, perm).item() == pytest.approx(expected / 3, rel=1e-5)
+    assert mixup_loss(net, x, y, 1.0, perm).item() == pytest.approx(
+        torch.nn.functional.cross_entropy(x, y).item(), rel=1e-6)  # lambda = 1: plain CE
