@@ -101,3 +101,57 @@ def test_mixup_mixes_inputs_and_labels_with_one_lambda():
     assert mixup_loss(net, x, y, lam, perm).item() == pytest.approx(expected / 3, rel=1e-5)
     assert mixup_loss(net, x, y, 1.0, perm).item() == pytest.approx(
         torch.nn.functional.cross_entropy(x, y).item(), rel=1e-6)  # lambda = 1: plain CE
+
+
+T = torch.tensor([[0.6, 0.4, 0.0], [0.0, 0.7, 0.3], [0.2, 0.0, 0.8]])
+
+
+def test_forward_and_backward_losses_match_their_formulas():
+    from noisylab.methods.loss_correction import backward_loss, forward_loss
+
+    inverse = torch.linalg.inv(T).tolist()
+    forward, backward = 0.0, 0.0
+    for p, y in zip(PROBS, Y.tolist()):
+        forward += -math.log(sum(p[i] * T[i, y].item() for i in range(3)))
+        backward += -sum(inverse[y][j] * math.log(p[j]) for j in range(3))
+    assert forward_loss(LOGITS, Y, T).item() == pytest.approx(forward / 4, rel=1e-5)
+    assert backward_loss(LOGITS, Y, T).item() == pytest.approx(backward / 4, rel=1e-4)
+    ce = torch.nn.functional.cross_entropy(LOGITS, Y).item()
+    assert forward_loss(LOGITS, Y, torch.eye(3)).item() == pytest.approx(ce, rel=1e-5)
+    assert backward_loss(LOGITS, Y, torch.eye(3)).item() == pytest.approx(ce, rel=1e-5)
+
+
+def test_the_transition_estimate_takes_anchors_below_the_percentile_on_a_copy():
+    import numpy as np
+
+    from noisylab.methods.loss_correction import estimate_transition
+
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(3), size=200)
+    probs[7] = [0.999, 0.001, 0.0]       # an outlier: the plain argmax anchor of class 0
+    plain = estimate_transition(probs, filter_outlier=False)
+    assert np.allclose(plain[0], probs[7])
+    filtered = estimate_transition(probs, filter_outlier=True, percentile=97.0)
+    column = probs[:, 0]
+    below = np.where(column < np.percentile(column, 97.0, method="higher"), column, 0.0)
+    assert np.allclose(filtered[0], probs[np.argmax(below)] / probs[np.argmax(below)].sum())
+    for i in (1, 2):  # later classes see the untouched probabilities (the code's in-place view does not)
+        col = probs[:, i]
+        anchor = np.argmax(np.where(col < np.percentile(col, 97.0, method="higher"), col, 0.0))
+        assert np.allclose(filtered[i], probs[anchor])
+    assert np.allclose(filtered.sum(axis=1), 1.0)
+
+
+def test_the_oracle_uses_the_realised_transition_and_skips_the_estimate_stage():
+    from noisylab.methods.contract import RunFacts
+    from noisylab.methods.loss_correction import LossCorrection
+    from tests.conftest import method_defaults
+
+    facts = RunFacts(num_classes=3, input_shape=(8,), train_size=8, max_epochs=5, transition=tuple(map(tuple, T.tolist())))
+    method = LossCorrection(facts=facts, model={"name": "mlp", "hidden": [4]}, protocol={"optimizer": {"lr": 1e-3}},
+                            **{**method_defaults(LossCorrection), "transition": "oracle"})
+    assert torch.allclose(method.transition, T) and [s.name for s in method.stages()] == ["corrected"]
+    estimated = LossCorrection(facts=facts, model={"name": "mlp", "hidden": [4]}, protocol={"optimizer": {"lr": 1e-3}},
+                               **{**method_defaults(LossCorrection), "estimate_epochs": 2})
+    assert torch.equal(estimated.transition, torch.eye(3))
+    assert [(s.stage.name, s.start, s.end) for s in estimated.stage_spans] == [("estimate", 0, 2), ("corrected", 2, 5)]
