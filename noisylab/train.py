@@ -45,7 +45,7 @@ def build_datamodule(cfg: DictConfig):
         data = OmegaConf.merge(data, {"augment": protocol.augment})
     if protocol.get("normalize") is False:
         data = OmegaConf.merge(data, {"mean": None, "std": None})
-    if "drop_last" in applied_quirks(cls, cfg):
+    if "drop_last" in cls.quirks_for(str(cfg.get("quirks", "paper"))):
         data = OmegaConf.merge(data, {"drop_last": True})
     trusted = int(cfg.data.get("trusted_per_class", 0) or 0)
     if cls.needs_trusted and trusted <= 0:
@@ -54,11 +54,6 @@ def build_datamodule(cfg: DictConfig):
         data, cfg.noise, batch_size=protocol.batch_size, eval_batch_size=cfg.data.get("eval_batch_size", 512),
         trusted_per_class=trusted, serve_trusted=cls.needs_trusted, seed=cfg.seed, raw_batches=cls.raw_batches,
     )
-
-
-def applied_quirks(cls, cfg: DictConfig) -> list[str]:
-    """The official-code behaviours this run turns on (``quirks=official``)."""
-    return list(cls.official_quirks) if cfg.get("quirks", "paper") == "official" else []
 
 
 def run_facts(cfg: DictConfig, datamodule):

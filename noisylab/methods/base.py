@@ -108,9 +108,7 @@ class LNLMethod(pl.LightningModule):
         self.facts = RunFacts.of(facts)
         self.model_cfg = dict(plain(model))
         self.protocol = OmegaConf.create(plain(protocol))
-        if quirks not in QUIRK_MODES:
-            raise ConfigError(f"quirks must be one of {', '.join(QUIRK_MODES)}, got {quirks!r}.")
-        self.quirks = frozenset(self.official_quirks if quirks == "official" else ())
+        self.quirks = self.quirks_for(quirks)
         self.num_classes, self.input_shape = self.facts.num_classes, self.facts.input_shape
         self.train_size, self.noise_rate = self.facts.train_size, self.facts.noise_rate
         self.max_epochs = self.facts.max_epochs
@@ -126,6 +124,13 @@ class LNLMethod(pl.LightningModule):
         self._spans: list[StageSpan] | None = None
         self._optimizer_names: list[str] = []
         self._flushed_epoch = -1
+
+    @classmethod
+    def quirks_for(cls, mode: str) -> frozenset[str]:
+        """The official-code behaviours a run in ``mode`` (``quirks=paper|official``) turns on."""
+        if mode not in QUIRK_MODES:
+            raise ConfigError(f"quirks must be one of {', '.join(QUIRK_MODES)}, got {mode!r}.")
+        return frozenset(cls.official_quirks if mode == "official" else ())
 
     # ------------------------------------------------------------------ networks
     def build_network(self) -> nn.Module:
@@ -171,19 +176,20 @@ class LNLMethod(pl.LightningModule):
         self._optimizer_names = list(declared)
         return [build_optimizer(params, OmegaConf.create(plain(cfg))) for params, cfg in declared.values()]
 
-    def optimizer(self, name: str = "net") -> torch.optim.Optimizer:
-        """The plain torch optimiser ``name`` (not Lightning's wrapper)."""
-        optimizers = self.trainer.optimizers if self._trainer is not None else []
+    def _optimizer_index(self, name: str) -> int:
         if name not in self._optimizer_names:
             raise KeyError(f"no optimiser named {name!r}; declared: {self._optimizer_names}")
-        return optimizers[self._optimizer_names.index(name)]
+        return self._optimizer_names.index(name)
+
+    def optimizer(self, name: str = "net") -> torch.optim.Optimizer:
+        """The plain torch optimiser ``name`` (not Lightning's wrapper)."""
+        return self.trainer.optimizers[self._optimizer_index(name)]
 
     def step(self, loss: torch.Tensor, name: str = "net") -> None:
         """One update of optimiser ``name`` on ``loss``, through Lightning's wrapper (so the
         precision plugin's gradient scaling applies)."""
-        self.optimizer(name)  # checks the name
         wrapped = self.optimizers()
-        optimizer = (wrapped if isinstance(wrapped, list) else [wrapped])[self._optimizer_names.index(name)]
+        optimizer = (wrapped if isinstance(wrapped, list) else [wrapped])[self._optimizer_index(name)]
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         optimizer.step()
@@ -196,9 +202,10 @@ class LNLMethod(pl.LightningModule):
     @property
     def stage_spans(self) -> list[StageSpan]:
         if self._spans is None:
-            self._spans = plan_stages(self.stages(), self.max_epochs)
+            declared = self.stages()
+            self._spans = plan_stages(declared, self.max_epochs)
             reached = {span.stage.name for span in self._spans}
-            for stage in self.stages():
+            for stage in declared:
                 if stage.name not in reached and stage.epochs != 0:
                     log.warning("stage %s of %s never runs: the run ends after %d epochs.",
                                 stage.name, type(self).__name__, self.max_epochs)
@@ -331,8 +338,7 @@ class LNLMethod(pl.LightningModule):
         permutation), so every row is taken from the process that touched it."""
         if self.trainer.world_size <= 1 or not self._per_sample:
             return
-        touched = self._touched.float()
-        owners = self.trainer.strategy.reduce(touched.clone(), reduce_op="sum")
+        owners = self.trainer.strategy.reduce(self._touched.float(), reduce_op="sum")
         for name in self._per_sample:
             state = getattr(self, name)
             mask = self._touched.view(-1, *[1] * (state.dim() - 1))

@@ -31,9 +31,10 @@ def lq_loss(logits: torch.Tensor, y: torch.Tensor, q: float) -> torch.Tensor:
     return (1.0 - p_y.pow(q)) / q
 
 
-def truncation_weights(logits: torch.Tensor, y: torch.Tensor, k: float) -> torch.Tensor:
-    """w_i = 1[p_y(x_i) > k]: the samples the truncated loss still learns from."""
-    return (logits.softmax(dim=1).gather(1, y[:, None]).squeeze(1) > k).float()
+def truncation_weights(cross_entropy: torch.Tensor, k: float) -> torch.Tensor:
+    """w_i = 1[p_y(x_i) > k], from the per-sample cross-entropy -log p_y: the samples the
+    truncated loss still learns from."""
+    return (torch.exp(-cross_entropy) > k).float()
 
 
 class GeneralizedCrossEntropy(LNLMethod):
@@ -53,8 +54,8 @@ class GeneralizedCrossEntropy(LNLMethod):
         super().on_train_epoch_start()
         epoch = self.current_epoch
         if self.truncated and epoch >= self.start_prune and (epoch - self.start_prune) % self.prune_every == 0:
-            logits, _ = self.training_set_pass(self.net)
-            self.weight.copy_(truncation_weights(logits, self.trainer.datamodule.train["y"].to(logits.device), self.k))
+            _, cross_entropy = self.training_set_pass(self.net)
+            self.weight.copy_(truncation_weights(cross_entropy, self.k))
 
     def training_step(self, batch, batch_idx: int):
         losses = lq_loss(self.net(batch["x"]), batch["y"], self.q)

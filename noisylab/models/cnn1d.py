@@ -68,5 +68,3 @@ def build_cnn1d(input_shape, num_classes, *, channels=25) -> CNN1D:
     width = as_int("cnn1d", "channels", channels)
     return CNN1D(input_shape, num_classes, width)
 
-
-build_cnn1d.min_signal_length = CNN1D_MIN_LENGTH
