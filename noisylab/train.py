@@ -47,13 +47,24 @@ def build_datamodule(cfg: DictConfig):
         data = OmegaConf.merge(data, {"mean": None, "std": None})
     if "drop_last" in cls.quirks_for(str(cfg.get("quirks", "paper"))):
         data = OmegaConf.merge(data, {"drop_last": True})
-    trusted = int(cfg.data.get("trusted_per_class", 0) or 0)
-    if cls.needs_trusted and trusted <= 0:
-        raise NoisyLabError(f"method={cfg.method.name} needs a trusted clean set: set data.trusted_per_class > 0.")
+    trusted = trusted_per_class(cfg, cls)
     return NoisyDataModule(
         data, cfg.noise, batch_size=protocol.batch_size, eval_batch_size=cfg.data.get("eval_batch_size", 512),
         trusted_per_class=trusted, serve_trusted=cls.needs_trusted, seed=cfg.seed, raw_batches=cls.raw_batches,
     )
+
+
+def trusted_per_class(cfg: DictConfig, cls) -> int:
+    """The trusted clean set a method uses, per class: ``data.trusted_per_class``, or when that
+    is null the method config's request (its paper's); methods that use none take none out."""
+    if not cls.needs_trusted:
+        return 0
+    value = cfg.data.get("trusted_per_class")
+    if value is None:
+        value = cfg.method.get("trusted_per_class", 0)
+    if int(value) <= 0:
+        raise NoisyLabError(f"method={cfg.method.name} needs a trusted clean set: set data.trusted_per_class > 0.")
+    return int(value)
 
 
 def run_facts(cfg: DictConfig, datamodule):

@@ -49,7 +49,7 @@ def test_multirun_writes_one_results_file_per_job(tmp_path):
 @pytest.mark.parametrize("overrides,sentence", [
     (["noise.rate=1.5"], "noise.rate must lie in [0, 1), got 1.5."),
     (["model=cnn9"], "model cnn9 needs"),
-    (["data.trusted_per_class=1000"], "data.trusted_per_class=1000 is larger than class"),
+    (["method=l2rw", "data.trusted_per_class=1000"], "data.trusted_per_class=1000 is larger than class"),
 ])
 def test_bad_input_is_one_sentence_and_a_nonzero_exit(tmp_path, overrides, sentence):
     done = noisylab(tmp_path, *FAST, *overrides)

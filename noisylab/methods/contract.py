@@ -20,8 +20,9 @@ from noisylab.errors import ConfigError
 
 # Arguments the run itself hands to every method: not user settings of ``method.*``.
 RUN_ARGUMENTS = ("facts", "model", "protocol", "quirks", "settings", "self")
-# Keys of a method's config that describe it rather than configure its class.
-DESCRIPTIVE_KEYS = ("_target_", "name", "model")
+# Keys of a method's config that describe it rather than configure its class (the model and
+# the trusted set it was published with are requests to the run, not constructor settings).
+DESCRIPTIVE_KEYS = ("_target_", "name", "model", "trusted_per_class")
 
 
 @dataclass(frozen=True)

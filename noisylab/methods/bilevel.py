@@ -1,0 +1,31 @@
+"""What the bilevel methods (L2RW, Meta-Weight-Net, SOSELETO, MSLG, IEG) share: a trusted
+clean set beside the noisy batches, one network, and the look-ahead of
+:mod:`noisylab.methods.lookahead` set from the method's ``lookahead`` config block.
+
+A training batch is ``{"noisy": {x, y, index}, "trusted": {x, y, index}}``; the trusted
+loader cycles, so every noisy batch comes with a trusted one (as the papers' meta batches).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from noisylab.methods.base import LNLMethod
+from noisylab.methods.lookahead import Forward, LookaheadSettings, MetaGradient, meta_gradient
+
+
+class BilevelMethod(LNLMethod):
+    needs_trusted = True
+    reported = ("net",)
+
+    def __init__(self, lookahead, **settings):
+        super().__init__(**settings)
+        self.lookahead = LookaheadSettings.of(lookahead)
+        self.add_network("net", self.build_network)
+
+    def meta_gradient(self, inner: Callable[[Forward], torch.Tensor], outer: Callable[[Forward], torch.Tensor],
+                      wrt: Sequence[torch.Tensor]) -> MetaGradient:
+        """∂ outer(θ̂)/∂ wrt for one look-ahead step of the network on ``inner``."""
+        return meta_gradient(self.net, self.optimizer("net"), inner, outer, wrt, self.lookahead)
