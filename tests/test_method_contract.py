@@ -122,7 +122,8 @@ def stop_after(epochs: int):
 
 
 @pytest.mark.parametrize("method,extra", [("coteaching_plus", ["method.init_epoch=1"]),
-                                          ("jocor", []), ("ce", ["data.augment=crop_flip", "model=cnn6"])])
+                                          ("jocor", []), ("ce", ["data.augment=crop_flip", "model=cnn6"]),
+                                          ("forward", ["method.estimate_epochs=2"]), ("l2rw", [])])
 def test_a_run_stopped_inside_a_later_stage_resumes_as_if_never_stopped(make_cfg, one_thread, method, extra):
     base = [*FAST, f"method={method}", *extra, "protocol.epochs=4"]
     if method == "ce":  # augmentation and dropout: the random streams must continue exactly
