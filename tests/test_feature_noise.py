@@ -1,6 +1,8 @@
 """Feature-dependent noise (MSLG): its rules on hand-made probabilities, the exact rate, the
 two tie rules, the student file and noisylab's own student."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
@@ -9,6 +11,7 @@ from noisylab.data.datamodule import NoisyDataModule
 from noisylab.data.student import load_student_file, train_student
 from noisylab.errors import ConfigError
 from noisylab.noise import feature_dependent
+from noisylab.train import config_dir
 
 # Six samples, three classes. Rows 0, 2, 4 are misclassified (top-1 1, 2, 0 with confidence
 # 0.7, 0.8, 0.5); rows 1, 3, 5 are right, second classes 1, 2, 1 with probability 0.35, 0.3, 0.25.
@@ -130,7 +133,7 @@ def test_student_file_shape_and_content_are_checked(tmp_path):
 
 
 def feature_module(**noise):
-    cfg = OmegaConf.load("conf/noise/feature_dependent.yaml")
+    cfg = OmegaConf.load(Path(config_dir()) / "noise" / "feature_dependent.yaml")
     return NoisyDataModule(OmegaConf.create(DIGITS), OmegaConf.merge(cfg, noise))
 
 

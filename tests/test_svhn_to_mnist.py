@@ -1,5 +1,7 @@
 """data=svhn_to_mnist (SOSELETO's transfer setting) on SVHN and MNIST files in the real formats."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
@@ -7,7 +9,7 @@ from PIL import Image
 
 from noisylab.data.sources import load_source
 from noisylab.errors import ConfigError, DatasetError
-from noisylab.train import build_datamodule, run, run_facts
+from noisylab.train import build_datamodule, config_dir, run, run_facts
 from tests.fixtures import write_mnist, write_svhn
 
 
@@ -20,7 +22,7 @@ def root(tmp_path):
 
 
 def config(root, **extra):
-    cfg = OmegaConf.load("conf/data/svhn_to_mnist.yaml")
+    cfg = OmegaConf.load(Path(config_dir()) / "data" / "svhn_to_mnist.yaml")
     return OmegaConf.merge(cfg, {"root": str(root), **extra})
 
 
