@@ -168,3 +168,40 @@ def test_the_warm_up_is_plain_cross_entropy_and_leaves_the_labels(monkeypatch):
     loss = method.training_step({"noisy": noisy, "trusted": trusted}, 0)
     torch.testing.assert_close(loss, F.cross_entropy(method.net(noisy["x"]), noisy["y"]))
     assert method.label_logits.abs().sum() == 0 and stepped == [loss]
+
+
+def test_the_table_sweep_composes_every_uniform_job_and_holds_the_slides_numbers():
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    from noisylab.report import Job, paper_value
+    from noisylab.train import config_dir
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+            sweep = compose("config", overrides=["+sweep=mslg_cifar10"], return_hydra_config=True)
+            params = sweep.hydra.sweeper.params
+            methods = params.method.split(",")
+            assert params.noise.split(",") == ["sym20", "feature_dependent"]
+            assert params["noise.rate"].split(",") == ["0.2", "0.4", "0.6", "0.8"] and params.protocol == "mslg"
+            for method in methods:  # every uniform job composes (feature_dependent: noise of another branch)
+                job = compose("config", overrides=["+sweep=mslg_cifar10", f"method={method}", "protocol=mslg",
+                                                   "noise=sym20", "noise.rate=0.6", "seed=1"])
+                assert (job.method.name, job.model.name, job.data.name, job.protocol.name) == (method, "cnn8", "cifar10", "mslg")
+                assert job.noise.kind == "symmetric" and job.noise.rate == 0.6 and job.data.val_fraction == 0.0
+            assert job.method.trusted_per_class == 400 and job.method.warmup_epochs == 44  # the last: mslg
+    finally:
+        GlobalHydra.instance().clear()
+    paper = OmegaConf.to_container(sweep.paper)
+    assert set(methods) <= set(paper["values"])
+    for method, kind, rate, number in [("mslg", "symmetric", "0.8", 56.26), ("mslg", "feature_dependent", "0.8", 74.87),
+                                       ("ce", "feature_dependent", "0.2", 81.21), ("sce", "feature_dependent", "0.6", None)]:
+        job = Job(Path("."), {"config": {"method": {"name": method}, "noise": {"kind": kind, "rate": float(rate)}}},
+                  overrides={"method": method, "noise": "sym20", "noise.rate": rate}, has_overrides=True)
+        assert paper_value(paper, job) == number
+    link = Path(__file__).resolve().parents[1] / "multirun_sweeps" / "mslg_cifar10.yaml"
+    assert link.is_symlink() and str(link.readlink()) == "../conf/sweep/mslg_cifar10.yaml"

@@ -16,23 +16,25 @@ CNN6_MIN_IMAGE_SIZE = 8
 LENET_MIN_IMAGE_SIZE = 16
 
 
+def three_pooled_stages(channels: int, last: int) -> list[nn.Module]:
+    """3x3 convs (padding 1, bias) + BN + ReLU: C->64, 64->64, pool, 64->128, 128->128, pool,
+    128->196, 196->``last``, pool (each 2x2/2), flattened."""
+
+    def conv(cin: int, cout: int) -> list[nn.Module]:
+        return [nn.Conv2d(cin, cout, kernel_size=3, stride=1, padding=1), nn.BatchNorm2d(cout), nn.ReLU()]
+
+    return [*conv(channels, 64), *conv(64, 64), nn.MaxPool2d(2, 2),
+            *conv(64, 128), *conv(128, 128), nn.MaxPool2d(2, 2),
+            *conv(128, 196), *conv(196, last), nn.MaxPool2d(2, 2), nn.Flatten()]
+
+
 class CNN6(Classifier):
     """Six 3x3 conv + BN + ReLU layers in three pooled stages, flatten, linear head."""
 
     def __init__(self, input_shape: tuple[int, int, int], num_classes: int):
         super().__init__()
         channels, height, width = input_shape
-
-        def conv(cin: int, cout: int) -> list[nn.Module]:
-            return [nn.Conv2d(cin, cout, kernel_size=3, stride=1, padding=1),
-                    nn.BatchNorm2d(cout), nn.ReLU()]
-
-        self.body = nn.Sequential(
-            *conv(channels, 64), *conv(64, 64), nn.MaxPool2d(2, 2),
-            *conv(64, 128), *conv(128, 128), nn.MaxPool2d(2, 2),
-            *conv(128, 196), *conv(196, 16), nn.MaxPool2d(2, 2),
-            nn.Flatten(),
-        )
+        self.body = nn.Sequential(*three_pooled_stages(channels, 16))
         self.make_head(16 * (height // 8) * (width // 8), num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -45,18 +47,8 @@ class CNN8(Classifier):
     def __init__(self, input_shape: tuple[int, int, int], num_classes: int):
         super().__init__()
         channels, height, width = input_shape
-
-        def conv(cin: int, cout: int) -> list[nn.Module]:
-            return [nn.Conv2d(cin, cout, kernel_size=3, stride=1, padding=1),
-                    nn.BatchNorm2d(cout), nn.ReLU()]
-
-        self.body = nn.Sequential(
-            *conv(channels, 64), *conv(64, 64), nn.MaxPool2d(2, 2),
-            *conv(64, 128), *conv(128, 128), nn.MaxPool2d(2, 2),
-            *conv(128, 196), *conv(196, 196), nn.MaxPool2d(2, 2),
-            nn.Flatten(),
-            nn.Linear(196 * (height // 8) * (width // 8), 256), nn.BatchNorm1d(256), nn.ReLU(),
-        )
+        self.body = nn.Sequential(*three_pooled_stages(channels, 196),
+                                  nn.Linear(196 * (height // 8) * (width // 8), 256), nn.BatchNorm1d(256), nn.ReLU())
         for module in self.body:
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out")
