@@ -16,7 +16,9 @@ more (softmax(10·e_y) puts 1 − 4·10⁻⁴ on the given class for C = 10). Tw
        ỹ        ← ỹ − β ∂CE(f(x'; θ̂), y')/∂ỹ                 (β = 4000: it offsets the 1/(B·C))
        θ        ← the optimiser's step on L_c(θ, ỹ) + γ · mean_{b,c}(−p log p)      (γ = 1)
 
-The look-ahead is :mod:`noisylab.methods.lookahead` with ``lookahead.lr: 0.5`` and
+With γ = 1 the two p·log p terms cancel: the network's loss is −mean p·log(softmax(ỹ) + 10⁻¹⁰),
+which pulls p towards argmax softmax(ỹ) with a gradient bounded like MAE's (the labels, not
+the loss, carry the correction). The look-ahead is :mod:`noisylab.methods.lookahead` with ``lookahead.lr: 0.5`` and
 ``step: sgd``. Protocol ``mslg`` (the official CIFAR-10 recipe): SGD 0.01, momentum 0.9,
 weight decay 1e-4, batch 128, 120 epochs, lr ×0.1 after epochs 40 and 80; the 8-layer CNN
 (``cnn8``); trusted batch = the noisy batch size, not augmented (the code's meta loader has no
