@@ -213,3 +213,23 @@ def test_the_mslg_sweep_runs_every_row_on_mslgs_recipe_with_its_settings(make_cf
     grid = OmegaConf.load(root / "conf" / "sweep" / "mslg_baselines_cifar10.yaml").hydra.sweeper.params
     assert sorted(grid.method.split(",")) == sorted(settings) and grid.protocol == "mslg"
     assert make_cfg("method=pencil", "data=cifar10").method.stage1 == 70  # the paper's values elsewhere
+
+
+def test_the_compatibility_term_decides_whether_a_noisy_label_flips():
+    """The docstring's claim: a network confident in class t, a label given as 0; 130 epochs of
+    label steps (lambda 600, batch 128). The paper's L_o at alpha = 1/C stops at a tie; the
+    code's L_o (softmax applied twice) moves the label to t."""
+    batch, classes, alpha, label_lr = 128, 10, 0.1, 600.0
+    y = torch.zeros(batch, dtype=torch.long)
+    logits = torch.zeros(batch, classes)
+    logits[:, 3] = math.log(0.99 * (classes - 1) / 0.01)  # softmax: 0.99 on class 3
+    for double_softmax, (given, true) in ((False, (0.5, 0.5)), (True, (0.11, 0.88))):
+        label_logits = torch.zeros(batch, classes)
+        label_logits[:, 0] = 10.0
+        for _ in range(130):
+            variable = label_logits.clone().requires_grad_(True)
+            loss, _ = pencil_loss(logits, variable, y, alpha, 0.4, double_softmax)
+            label_logits = label_logits - label_lr * torch.autograd.grad(loss, variable)[0]
+        distribution = label_logits[0].softmax(dim=0)
+        assert distribution[0].item() == pytest.approx(given, abs=0.02), double_softmax
+        assert distribution[3].item() == pytest.approx(true, abs=0.02), double_softmax
