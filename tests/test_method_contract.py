@@ -22,7 +22,8 @@ FAST = ["debug=fast", "data=digits"]
 # Two-stage methods get one epoch of each stage in a short run.
 EXTRA = {"coteaching_plus": ["method.init_epoch=1"], "decoupling": ["method.warmup_steps=3"],
          "gce": ["method.truncated=true", "method.start_prune=1", "method.prune_every=1", "method.k=0.1"],
-         "forward": ["method.estimate_epochs=1"], "backward": ["method.estimate_epochs=1"]}
+         "forward": ["method.estimate_epochs=1"], "backward": ["method.estimate_epochs=1"],
+         "dyr_h": ["method.warmup_epochs=1"], "dyr_sh": ["method.warmup_epochs=0", "method.guided_epochs=1"]}
 
 
 def network_weights(checkpoint_path) -> dict:
