@@ -37,6 +37,7 @@ batch 128, 300 epochs, lr x0.1 at 100 and 250, crop + flip + normalisation. Per-
 pass. Reported beside the noisy-validation selection: ``test/acc_best`` (the code's "best", the
 highest test accuracy of any epoch) and ``test/acc_last``.
 
+The defaults are the code's behaviour (``quirks=official`` has nothing more to switch on).
 Deviations: lambda, pi and lambda' come from torch's generator (the code: numpy and torch);
 the code calls ``scheduler.step()`` at the start of each epoch, so its lr drops one epoch
 earlier (1-based epochs 100 and 250) than the protocol's; normalisation with the dataset's
