@@ -3,7 +3,8 @@ timed in the same run (never as absolute numbers in tests).
 
 1. framework overhead: a ``ce`` step through noisylab vs a plain PyTorch loop (goal <= 1.10x);
 2. two networks in one step: fused (vmapped) vs plain pair vs one network (goal on GPU:
-   fused pair <= 1.3x one network).
+   fused pair <= 1.3x one network);
+3. the beta-mixture methods' pass over the training set + fit vs one training epoch (``dyr_h``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description="noisylab benchmarks (ratios measured in one run)")
-    parser.add_argument("--only", choices=["overhead", "fused"], help="run one benchmark")
+    parser.add_argument("--only", choices=["overhead", "fused", "bmm"], help="run one benchmark")
     parser.add_argument("--json", help="also write the numbers to this file")
     args = parser.parse_args(argv)
     from noisylab.train import quiet_lightning
@@ -38,6 +39,11 @@ def main(argv=None) -> dict:
         from noisylab.benchmarks import fused
 
         results["fused"] = fused.main(device)
+        print()
+    if args.only in (None, "bmm"):
+        from noisylab.benchmarks import bmm_pass
+
+        results["bmm"] = bmm_pass.main([], device)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2, default=str)

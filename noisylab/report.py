@@ -23,7 +23,9 @@ The paper's numbers come from the sweep config's ``paper:`` block (stored in eve
   schedule.exponent]`` and ``values: {pair45: {5: {0.5: 75.56, 1: 87.59, 2: 87.54}, ...}}``.
   Keys are matched as numbers where both sides are numbers (``1`` = ``1.0``); a key of ``by``
   that was not swept is read from the job's config (a group name such as ``method`` or
-  ``noise`` stands for its ``name``).
+  ``noise`` stands for its ``name``); the key ``metric`` stands for ``--metric``, for tables
+  that report several numbers per cell (Arazo et al.'s best and last:
+  ``by: [metric, method, noise.rate]``, ``values: {test/acc_best: {...}, test/acc_last: {...}}``).
 
 A job folder without ``results.json`` (a crashed job) counts as failed: it is listed, with its
 overrides and the first line of its ``error.txt``, and the table gets a ``failed`` column.
@@ -234,13 +236,13 @@ def paper_orders(paper: dict | None) -> dict[str, list[str]]:
     return orders
 
 
-def paper_value(paper: dict | None, job: Job) -> float | None:
-    """The paper's number for the group ``job`` belongs to, or None."""
+def paper_value(paper: dict | None, job: Job, metric: str = DEFAULT_METRIC) -> float | None:
+    """The paper's number for the group ``job`` belongs to (and ``metric``), or None."""
     by, node = paper_shape(paper)
     if not by:
         return None
     for key in by:
-        value = job_value(job, key)
+        value = canonical(metric) if key == "metric" else job_value(job, key)
         if not isinstance(node, dict) or value is None:
             return None
         node = next((child for name, child in node.items() if canonical(name) == value), None)
@@ -285,7 +287,7 @@ def summarise(jobs: list[Job], keys: list[str], metric: str, paper: dict | None)
                 cell["values"].append(value)
                 cell["seeds"].append(job.run.get("seed"))
         if cell["paper"] is None:
-            cell["paper"] = paper_value(paper, job)
+            cell["paper"] = paper_value(paper, job, metric)
     for cell in cells.values():
         values = cell["values"]
         cell["mean"] = statistics.fmean(values) if values else None

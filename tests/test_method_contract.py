@@ -24,7 +24,8 @@ EXTRA = {"coteaching_plus": ["method.init_epoch=1"], "decoupling": ["method.warm
          "gce": ["method.truncated=true", "method.start_prune=1", "method.prune_every=1", "method.k=0.1"],
          "forward": ["method.estimate_epochs=1"], "backward": ["method.estimate_epochs=1"],
          "mslg": ["method.warmup_epochs=1"],
-         "joint_opt": ["method.joint_epochs=1", "method.begin=1"], "pencil": ["method.stage1=1", "method.stage2=2"]}
+         "joint_opt": ["method.joint_epochs=1", "method.begin=1"], "pencil": ["method.stage1=1", "method.stage2=2"],
+         "dyr_h": ["method.warmup_epochs=1"], "dyr_sh": ["method.warmup_epochs=0", "method.guided_epochs=1"]}
 
 
 def network_weights(checkpoint_path) -> dict:

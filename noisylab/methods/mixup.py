@@ -25,10 +25,26 @@ from noisylab.errors import ConfigError
 from noisylab.methods.base import LNLMethod
 
 
+def draw_mixup(alpha: float, batch_size: int, device) -> tuple[float, torch.Tensor]:
+    """Step 1: lambda ~ Beta(alpha, alpha) and a permutation of the batch (torch's generator)."""
+    concentration = torch.tensor(float(alpha))
+    lam = float(torch.distributions.Beta(concentration, concentration).sample())
+    return lam, torch.randperm(batch_size).to(device)
+
+
+def mixup_criterion(logits: torch.Tensor, y: torch.Tensor, lam: float, perm: torch.Tensor) -> torch.Tensor:
+    """Step 3: lambda·CE(logits, y) + (1 - lambda)·CE(logits, y[pi])."""
+    return lam * F.cross_entropy(logits, y) + (1.0 - lam) * F.cross_entropy(logits, y[perm])
+
+
+def mix_inputs(x: torch.Tensor, lam: float, perm: torch.Tensor) -> torch.Tensor:
+    """Step 2: lambda·x + (1 - lambda)·x[pi]."""
+    return lam * x + (1.0 - lam) * x[perm]
+
+
 def mixup_loss(network, x: torch.Tensor, y: torch.Tensor, lam: float, perm: torch.Tensor) -> torch.Tensor:
     """Steps 2-3 for a given lambda and permutation."""
-    logits = network(lam * x + (1.0 - lam) * x[perm])
-    return lam * F.cross_entropy(logits, y) + (1.0 - lam) * F.cross_entropy(logits, y[perm])
+    return mixup_criterion(network(mix_inputs(x, lam, perm)), y, lam, perm)
 
 
 class Mixup(LNLMethod):
@@ -41,9 +57,7 @@ class Mixup(LNLMethod):
 
     def training_step(self, batch, batch_idx: int):
         x, y = batch["x"], batch["y"]
-        concentration = torch.tensor(self.alpha)
-        lam = float(torch.distributions.Beta(concentration, concentration).sample())
-        perm = torch.randperm(len(y)).to(y.device)
+        lam, perm = draw_mixup(self.alpha, len(y), y.device)
         loss = mixup_loss(self.net, x, y, lam, perm)
         self.step(loss)
         self.log_epoch_mean({"train/loss": loss, "train/mixup_lambda": lam}, len(y))
