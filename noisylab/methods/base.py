@@ -133,9 +133,10 @@ class LNLMethod(pl.LightningModule):
         return frozenset(cls.official_quirks if mode == "official" else ())
 
     # ------------------------------------------------------------------ networks
-    def build_network(self) -> nn.Module:
+    def build_network(self, num_classes: int | None = None) -> nn.Module:
+        """The configured model with ``num_classes`` outputs (the data's classes unless given)."""
         settings = {k: v for k, v in self.model_cfg.items() if k != "name"}
-        return build_model(self.model_cfg["name"], self.input_shape, self.num_classes, **settings)
+        return build_model(self.model_cfg["name"], self.input_shape, num_classes or self.num_classes, **settings)
 
     def add_network(self, name: str, build: Callable[[], nn.Module]) -> nn.Module:
         """Builds a network (or pair) as attribute ``name``; ``build`` is kept so a stage can
