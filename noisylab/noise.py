@@ -25,6 +25,8 @@ Conventions (``../shared/methods``, "Cross-cutting conventions"):
     pair flip, i -> i+1 with 5b+4 -> 5b. The fine labels are alphabetical, so these blocks
     are not the superclasses; use it to compare with JoCoR-style CIFAR-100 numbers.
 * human: CIFAR-10N / CIFAR-100N annotations read from the user's label file.
+* feature_dependent (MSLG, Algan & Ulusoy, ICPR 2020): a "student" network's class
+  probabilities pick which samples are mislabelled and to what (:func:`feature_dependent`).
 """
 
 from __future__ import annotations
@@ -145,6 +147,78 @@ def asymmetric(clean, num_classes, rate, rng, mapping: dict[int, int]) -> NoisyL
     return realised(clean, draw_from_rows(clean, matrix, rng), num_classes)
 
 
+FEATURE_TIE_RULES = ("stable", "official")
+
+
+def _class_ranking(scores: np.ndarray, tie_rule: str, rng: np.random.Generator) -> np.ndarray:
+    """Each row's classes from least to most probable. ``official``: ``np.argsort`` with
+    numpy's default sort, as MSLG's code (ties follow the sort's implementation, mostly to the
+    highest class index); ``stable``: ties broken uniformly at random (seeded)."""
+    if tie_rule == "official":
+        return np.argsort(scores, axis=1)
+    return np.lexsort((rng.random(scores.shape), scores), axis=-1)
+
+
+def _most_confident(candidates: np.ndarray, confidence: np.ndarray, count: int, tie_rule: str) -> np.ndarray:
+    """The ``count`` candidates of highest ``confidence`` (official: the tail of numpy's
+    default argsort; stable: among equal confidences the lower sample index first)."""
+    if count <= 0:
+        return candidates[:0]
+    if tie_rule == "official":
+        return candidates[np.argsort(confidence[candidates])][-count:]
+    return candidates[np.lexsort((candidates, -confidence[candidates]))][:count]
+
+
+def feature_dependent(clean, scores, rate, rng: np.random.Generator, tie_rule: str = "stable") -> NoisyLabels:
+    """MSLG's feature-dependent noise (gorkemalgan/MSLG_noisy_label, ``dataset.py``
+    ``noise_featuredependent``): exactly ``int(N * rate)`` labels change, chosen by a student
+    network's class probabilities ``scores`` (N, C):
+
+    1. the samples the student misclassifies (top-1 class != clean label) go first, each to
+       its top-1 class; if there are more of them than needed, the most confident ones
+       (highest top-1 probability) are taken;
+    2. if fewer, the rest are the correctly classified samples with the highest
+       second-class probability, each relabelled to its second class; one whose second
+       probability is exactly 0 gets a uniformly random other class instead.
+
+    ``tie_rule`` decides equal probabilities. ``official`` uses ``np.argsort`` with numpy's
+    default (unstable) sort, as the official code: inside a row a tie for second place goes
+    (mostly) to the highest class index, so at high rates much of the noise lands on the last
+    class (``paper_numbers.md`` §4: 42% of CIFAR-10 labels become "truck" at 80%), and the
+    exact labels depend on the numpy version. ``stable`` (default) gives the same labels on
+    every machine: a tie between classes is broken uniformly at random (drawn from ``rng``,
+    i.e. ``noise.seed``), a tie between samples by the lower sample index. With
+    ``int(N * rate) == 0`` nothing changes (the official code would then relabel every
+    misclassified sample, as ``array[-0:]`` is the whole array).
+    """
+    rate = check_rate(rate)
+    clean = np.asarray(clean, dtype=np.int64)
+    scores = np.asarray(scores, dtype=np.float64)
+    if tie_rule not in FEATURE_TIE_RULES:
+        raise ConfigError(f"noise.tie_rule must be stable or official, got '{tie_rule}'.")
+    if scores.ndim != 2 or scores.shape[0] != len(clean):
+        raise ConfigError(f"the student's probabilities have shape {scores.shape}, expected ({len(clean)}, C).")
+    num_classes = scores.shape[1]
+    count = int(len(clean) * rate)  # as the official code: floor
+    ranking = _class_ranking(scores, tie_rule, rng)
+    top1, top2 = ranking[:, -1], ranking[:, -2]
+    rows = np.arange(len(clean))
+    p1, p2 = scores[rows, top1], scores[rows, top2]
+    noisy = clean.copy()
+    wrong = np.flatnonzero(top1 != clean)
+    if len(wrong) >= count:
+        chosen = _most_confident(wrong, p1, count, tie_rule)
+        noisy[chosen] = top1[chosen]
+        return realised(clean, noisy, num_classes)
+    noisy[wrong] = top1[wrong]
+    right = np.setdiff1d(rows, wrong)
+    chosen = _most_confident(right, p2, count - len(wrong), tie_rule)
+    noisy[chosen] = top2[chosen]
+    blank = chosen[p2[chosen] == 0]  # no information in the second class: a random other class
+    noisy[blank] = (clean[blank] + rng.integers(1, num_classes, size=len(blank))) % num_classes
+    return realised(clean, noisy, num_classes)
+
+
 def make_noisy_labels(
     clean: np.ndarray,
     num_classes: int,
@@ -153,13 +227,15 @@ def make_noisy_labels(
     coarse: np.ndarray | None = None,
     data_name: str = "",
     human_labels=None,
+    student_scores=None,
 ) -> NoisyLabels:
     """Applies the noise model named by ``noise_cfg`` (the ``noise`` config group).
 
     ``asymmetric_map`` is the dataset's semantic map (``cifar10``, ``mnist`` or
     ``superclass``); for ``superclass`` (CIFAR-100), ``noise_cfg.cifar100_groups`` picks the
     true superclasses (``superclass``, default) or JoCoR's blocks of 5 consecutive indices
-    (``blocks``). ``human_labels(key)`` reads a CIFAR-N label array for human noise.
+    (``blocks``). ``human_labels(key)`` reads a CIFAR-N label array for human noise;
+    ``student_scores()`` gives the student's (N, C) probabilities for feature-dependent noise.
     """
     clean = np.asarray(clean, dtype=np.int64)
     kind = noise_cfg.kind
@@ -201,4 +277,10 @@ def make_noisy_labels(
                 f"{len(clean)} training images."
             )
         return realised(clean, noisy, num_classes)
-    raise ConfigError(f"Unknown noise kind '{kind}'; choose none, symmetric, pair, asymmetric or human.")
+    if kind == "feature_dependent":
+        if student_scores is None:
+            raise ConfigError(f"noise={name} needs the training inputs (a student's probabilities), which {data_name} lacks.")
+        return feature_dependent(clean, student_scores(), rate, rng, str(noise_cfg.get("tie_rule") or "stable"))
+    raise ConfigError(
+        f"Unknown noise kind '{kind}'; choose none, symmetric, pair, asymmetric, human or feature_dependent."
+    )

@@ -78,6 +78,7 @@ def run_facts(cfg: DictConfig, datamodule):
         transition=None if noisy is None else tuple(map(tuple, noisy.transition.tolist())),
         class_names=None if datamodule.class_names is None else tuple(datamodule.class_names),
         trusted_size=datamodule.trusted_size,
+        target_classes=None if datamodule.target_classes is None else tuple(datamodule.target_classes),
     )
 
 

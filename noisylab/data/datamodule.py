@@ -8,7 +8,9 @@ only; no method may train on it.
 Splits, in this order, from one seeded permutation of the training set:
 validation (``val_fraction`` of the *noisy* training data: in practice nobody has clean
 validation labels), then ``trusted_per_class`` clean samples per class (for methods that
-need a small trusted/probe set), then the noisy training split.
+need a small trusted/probe set), then the noisy training split. A source with a target set
+of its own (SOSELETO's settings: ``toy2d``, ``svhn_to_mnist``) gives the trusted samples
+from that set instead, and the training split keeps all the rest.
 """
 
 from __future__ import annotations
@@ -91,6 +93,13 @@ class NoisyDataModule(pl.LightningDataModule):
         return self.source.class_names
 
     @property
+    def target_classes(self) -> list[str] | None:
+        """Names of the trusted (target) set's and the test set's classes when they are
+        another label space than the training set's (transfer), else None."""
+        self.prepare()
+        return self.source.target_class_names
+
+    @property
     def trusted_size(self) -> int:
         self.prepare()
         if self.trusted is None:
@@ -142,9 +151,14 @@ class NoisyDataModule(pl.LightningDataModule):
                 raise ConfigError(f"noise={self.noise_cfg.get('name')} needs noise.file, the CIFAR-N label file.")
             return readers.read_cifar_n(Path(str(path)).expanduser(), key)
 
+        def student_scores():
+            from noisylab.data.student import student_scores
+
+            return student_scores(source, self.noise_cfg)
+
         return make_noisy_labels(
             source.y_train, source.num_classes, self.noise_cfg, source.asymmetric_map,
-            source.coarse_train, source.name, human_labels,
+            source.coarse_train, source.name, human_labels, student_scores,
         )
 
     def _prepare_arrays(self) -> None:
@@ -156,16 +170,25 @@ class NoisyDataModule(pl.LightningDataModule):
             raise ConfigError(f"data.val_fraction must lie in [0, 1), got {val_fraction}.")
         n_val = int(round(val_fraction * len(order)))
         val_index, pool = order[:n_val], order[n_val:]
-        trusted_index = self._pick_trusted(pool, source.y_train, source.num_classes)
-        train_index = pool[~np.isin(pool, trusted_index)]  # in the permuted order
         noisy, clean = self.noisy.labels, source.y_train
+        if source.x_target is None:
+            trusted_index = self._pick_trusted(pool, clean, source.num_classes)
+            train_index = pool[~np.isin(pool, trusted_index)]  # in the permuted order
+            trusted_x, trusted_y, trusted_name = source.x_train, clean, "trusted"
+        else:  # the source's own target set: its trusted samples index that set
+            target_order = np.random.default_rng(int(self.data_cfg.get("split_seed", 0))).permutation(len(source.y_target))
+            target_classes = len(source.target_class_names or ()) or source.num_classes
+            trusted_index = self._pick_trusted(target_order, source.y_target, target_classes, "samples in the target set")
+            train_index = pool
+            trusted_x, trusted_y, trusted_name = source.x_target, source.y_target, "target"
         self.train = _subset(train_index, source.x_train, noisy, clean)
         self.val = _subset(val_index, source.x_train, noisy, clean) if n_val else None
-        self.trusted = _subset(trusted_index, source.x_train, clean, clean) if len(trusted_index) else None
+        self.trusted = _subset(trusted_index, trusted_x, trusted_y, trusted_y) if len(trusted_index) else None
         self.test = _subset(np.arange(len(source.y_test)), source.x_test, source.y_test, source.y_test)
-        self.split_index = {"train": train_index, "val": val_index, "trusted": trusted_index}
+        self.split_index = {"train": train_index, "val": val_index, trusted_name: trusted_index}
 
-    def _pick_trusted(self, pool: np.ndarray, clean: np.ndarray, num_classes: int) -> np.ndarray:
+    def _pick_trusted(self, pool: np.ndarray, clean: np.ndarray, num_classes: int,
+                      where: str = "training samples left after the validation split") -> np.ndarray:
         k = self.trusted_per_class
         if k <= 0:
             return np.zeros(0, dtype=np.int64)
@@ -175,7 +198,7 @@ class NoisyDataModule(pl.LightningDataModule):
             if len(members) < k:
                 raise ConfigError(
                     f"data.trusted_per_class={k} is larger than class {c}, which has only "
-                    f"{len(members)} training samples left after the validation split."
+                    f"{len(members)} {where}."
                 )
             picked.append(members[:k])
         return np.sort(np.concatenate(picked))

@@ -278,9 +278,15 @@ def read_svhn(root) -> ImageArrays:
     hint = SVHN_HINT.format(root=root)
     for name in ("train_32x32.mat", "test_32x32.mat"):
         _need_file("SVHN", root / name, hint)
-    x_train, y_train = _read_svhn_split(root / "train_32x32.mat", hint)
-    x_test, y_test = _read_svhn_split(root / "test_32x32.mat", hint)
+    x_train, y_train = read_svhn_split(root, "train")
+    x_test, y_test = read_svhn_split(root, "test")
     return ImageArrays(x_train, y_train, x_test, y_test, class_names=[str(d) for d in range(10)])
+
+
+def read_svhn_split(root, split: str):
+    """One SVHN split, ``<root>/<split>_32x32.mat``: uint8 images (N, 3, 32, 32), digits 0..9."""
+    root = Path(root).expanduser()
+    return _read_svhn_split(root / f"{split}_32x32.mat", SVHN_HINT.format(root=root))
 
 
 # ----------------------------------------------------------------------------- Clothing1M

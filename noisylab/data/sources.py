@@ -2,8 +2,10 @@
 
 A source is the dataset *before* noise: clean training and test arrays (or a file list for
 Clothing1M), the class count, the shape of one input and the dataset's semantic class map
-for asymmetric noise. Embedded sources (``digits``, ``mnist1d``) need no files; the others
-read the real on-disk formats through :mod:`noisylab.data.readers`.
+for asymmetric noise. Embedded sources (``digits``, ``mnist1d``, ``toy2d``) need no files;
+the others read the real on-disk formats through :mod:`noisylab.data.readers`. A source may
+bring its own clean target set (``x_target``, ``y_target``: SOSELETO's ``toy2d`` and
+``svhn_to_mnist``), from which the datamodule then takes the trusted samples.
 """
 
 from __future__ import annotations
@@ -29,6 +31,11 @@ class Source:
     asymmetric_map: str | None = None  # "cifar10", "mnist", "superclass" or None
     files: object | None = None  # noisylab.data.readers.Clothing1M for file-backed data
     class_names: list[str] | None = None
+    # A clean target set of its own (SOSELETO): the trusted samples come from it, not from x_train.
+    x_target: np.ndarray | None = None
+    y_target: np.ndarray | None = None
+    # Names of the target and test classes when they are another label space than y_train's (transfer).
+    target_class_names: list[str] | None = None
 
 
 def digits(cfg) -> Source:
@@ -108,6 +115,94 @@ def svhn(cfg) -> Source:
     return _from_arrays("svhn", 10, readers.read_svhn(data_root(cfg)), None)
 
 
+def toy2d(cfg) -> Source:
+    """SOSELETO's synthetic 2-D problem (Litany & Freedman 2018, slides; the orlitany/SOSELETO
+    notebook): points uniform on [-1, 1]^2, class 1 where x0 > 0, else 0. ``num_source``
+    points are the training (source) set, whose labels the noise group flips (``sym20`` by
+    default: 20%); a clean target set of ``target_pool`` points, from which the datamodule
+    takes ``trusted_per_class`` per class (25: the slides' 50 target points); ``num_test`` test
+    points. All drawn from ``numpy.random.default_rng(data.seed)``."""
+    rng = np.random.default_rng(int(cfg.get("seed", 0)))
+
+    def points(key: str, default: int):
+        n = int(cfg.get(key, default))
+        if n < 1:
+            raise ConfigError(f"data.{key} must be a positive number of points, got {n}.")
+        x = rng.uniform(-1.0, 1.0, size=(n, 2)).astype(np.float32)
+        return x, (x[:, 0] > 0).astype(np.int64)
+
+    x_train, y_train = points("num_source", 500)
+    x_target, y_target = points("target_pool", 1000)
+    x_test, y_test = points("num_test", 1000)
+    return Source("toy2d", 2, (2,), x_train, y_train, x_test, y_test, x_target=x_target, y_target=y_target)
+
+
+LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, as PIL's convert("L") / torchvision's Grayscale
+
+
+def gray_resized(images: np.ndarray, size: tuple[int, int], mean: float, std: float, chunk: int = 4096) -> np.ndarray:
+    """uint8 RGB (N, 3, H, W) -> float32 (N, 1, *size): luma, bilinear antialiased resize (as
+    torchvision's Resize), scaled to [0, 1], then ``(x - mean) / std``."""
+    import torch
+
+    weights = torch.tensor(LUMA).view(1, 3, 1, 1)
+    out = np.empty((len(images), 1, *size), dtype=np.float32)
+    for start in range(0, len(images), chunk):
+        x = torch.from_numpy(images[start:start + chunk]).float()
+        gray = (x * weights).sum(1, keepdim=True) / 255.0
+        if tuple(gray.shape[-2:]) != tuple(size):
+            gray = torch.nn.functional.interpolate(gray, size=size, mode="bilinear", align_corners=False, antialias=True)
+        out[start:start + chunk] = ((gray - mean) / std).numpy()
+    return out
+
+
+def _digits(cfg, key: str, default: list[int]) -> list[int]:
+    digits = [int(d) for d in cfg.get(key, default)]
+    if not digits or len(set(digits)) != len(digits) or not all(0 <= d <= 9 for d in digits):
+        raise ConfigError(f"data.{key} must be distinct digits 0..9, got {digits}.")
+    return digits
+
+
+def _keep(x: np.ndarray, y: np.ndarray, digits: list[int]):
+    """The samples whose digit is in ``digits``, labelled by the digit's position there."""
+    position = np.full(10, -1, dtype=np.int64)
+    position[digits] = np.arange(len(digits))
+    mask = np.isin(y, digits)
+    return x[mask], position[y[mask]]
+
+
+def svhn_to_mnist(cfg) -> Source:
+    """SOSELETO's transfer setting (Litany & Freedman 2018): source = SVHN training digits
+    ``source_classes`` (0-4) with their own labels, the training set; target = MNIST digits
+    ``target_classes`` (5-9): the datamodule takes ``trusted_per_class`` labelled ones per
+    class from MNIST's training set (n_t = 5 * trusted_per_class), the test set is MNIST's
+    test set of those digits. Each side is labelled by the digit's position in its list
+    (MNIST 5..9 -> 0..4), so source and target heads are both 5-way; ``target_class_names``
+    names the target digits. As SOSELETO's ``data_loader.py``: SVHN is made grayscale and
+    resized to MNIST's 28x28; each domain is normalised with its own mean and deviation
+    (SVHN 0.444/0.175, MNIST 0.1307/0.3081); the arrays are stored normalised (float32)."""
+    from noisylab.data import readers
+
+    _maybe_download(cfg, "svhn")
+    _maybe_download(cfg, "mnist")
+    source_digits = _digits(cfg, "source_classes", [0, 1, 2, 3, 4])
+    target_digits = _digits(cfg, "target_classes", [5, 6, 7, 8, 9])
+    mnist = readers.read_mnist(data_root(cfg))
+    svhn_x, svhn_y = readers.read_svhn_split(data_root(cfg), "train")
+    x_train, y_train = _keep(svhn_x, svhn_y, source_digits)
+    size = tuple(mnist.x_train.shape[-2:])
+    x_train = gray_resized(x_train, size, float(cfg.get("source_mean", 0.444)), float(cfg.get("source_std", 0.175)))
+    mean, std = float(cfg.get("target_mean", 0.1307)), float(cfg.get("target_std", 0.3081))
+    x_target, y_target = _keep(mnist.x_train, mnist.y_train, target_digits)
+    x_test, y_test = _keep(mnist.x_test, mnist.y_test, target_digits)
+    x_target, x_test = ((x.astype(np.float32) / 255.0 - mean) / std for x in (x_target, x_test))
+    return Source(
+        "svhn_to_mnist", len(source_digits), (1, *size), x_train, y_train, x_test, y_test,
+        class_names=[str(d) for d in source_digits], x_target=x_target, y_target=y_target,
+        target_class_names=[str(d) for d in target_digits],
+    )
+
+
 def clothing1m(cfg) -> Source:
     from noisylab.data import readers
 
@@ -124,6 +219,8 @@ SOURCES = {
     "cifar100": cifar100,
     "svhn": svhn,
     "clothing1m": clothing1m,
+    "toy2d": toy2d,
+    "svhn_to_mnist": svhn_to_mnist,
 }
 
 

@@ -32,7 +32,11 @@ class RunFacts:
     ``transition`` is the realised noise transition matrix, ``transition[i][j] = P(observed j
     | true i)``, for oracle corrections (a ceiling, clearly labelled where used);
     ``noise_rate`` is the nominal rate of the noise config and ``noise_kind`` its model
-    (``symmetric``, ``pair``, ``asymmetric``, ``human``, ``none``)."""
+    (``symmetric``, ``pair``, ``asymmetric``, ``human``, ``feature_dependent``, ``none``).
+    ``target_classes`` names the classes of the trusted (target) and test sets when they are
+    another label space than the training set's (a transfer setting, ``data=svhn_to_mnist``:
+    a method then needs a target head with ``len(target_classes)`` outputs over the shared
+    representation); ``None`` when the trusted set shares the training labels."""
 
     num_classes: int
     input_shape: tuple[int, ...]
@@ -43,6 +47,7 @@ class RunFacts:
     transition: tuple[tuple[float, ...], ...] | None = None
     class_names: tuple[str, ...] | None = None
     trusted_size: int = 0
+    target_classes: tuple[str, ...] | None = None
 
     @classmethod
     def of(cls, value: RunFacts | Mapping) -> RunFacts:
@@ -53,8 +58,9 @@ class RunFacts:
         value["input_shape"] = tuple(value["input_shape"])
         if value.get("transition") is not None:
             value["transition"] = tuple(tuple(float(p) for p in row) for row in value["transition"])
-        if value.get("class_names") is not None:
-            value["class_names"] = tuple(value["class_names"])
+        for key in ("class_names", "target_classes"):
+            if value.get(key) is not None:
+                value[key] = tuple(value[key])
         return cls(**value)
 
     def as_dict(self) -> dict:
