@@ -113,8 +113,9 @@ class LNLMethod(pl.LightningModule):
         self.train_size, self.noise_rate = self.facts.train_size, self.facts.noise_rate
         self.max_epochs = self.facts.max_epochs
         self.last_k = int(self.protocol.get("last_k", 10))
+        eval_classes = len(self.facts.target_classes or ()) or self.num_classes  # the test set's label space
         self.metrics = nn.ModuleDict({
-            f"{split}_{net}": torchmetrics.classification.MulticlassAccuracy(self.num_classes, average="micro")
+            f"{split}_{net}": torchmetrics.classification.MulticlassAccuracy(eval_classes, average="micro")
             for split in ("val", "val_clean", "test") for net in self.reported
         })
         self.history: dict[str, list[float]] = {}

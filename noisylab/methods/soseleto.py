@@ -118,7 +118,7 @@ class Soseleto(BilevelMethod):
         if not float(lr_alpha) > 0:
             raise ConfigError(f"method.lr_alpha must be > 0, got {lr_alpha}.")
         self.lr_alpha, self.gradient, self.target_step = float(lr_alpha), gradient, target_step
-        target_classes = getattr(RunFacts.of(settings["facts"]), "target_classes", None)
+        target_classes = RunFacts.of(settings["facts"]).target_classes
         self.two_heads = bool(target_classes)
         super().__init__(**settings)
         c_s = self.num_classes
