@@ -22,7 +22,8 @@ FAST = ["debug=fast", "data=digits"]
 # Two-stage methods get one epoch of each stage in a short run.
 EXTRA = {"coteaching_plus": ["method.init_epoch=1"], "decoupling": ["method.warmup_steps=3"],
          "gce": ["method.truncated=true", "method.start_prune=1", "method.prune_every=1", "method.k=0.1"],
-         "forward": ["method.estimate_epochs=1"], "backward": ["method.estimate_epochs=1"]}
+         "forward": ["method.estimate_epochs=1"], "backward": ["method.estimate_epochs=1"],
+         "mslg": ["method.warmup_epochs=1"]}
 
 
 def network_weights(checkpoint_path) -> dict:
@@ -122,7 +123,8 @@ def stop_after(epochs: int):
 
 
 @pytest.mark.parametrize("method,extra", [("coteaching_plus", ["method.init_epoch=1"]),
-                                          ("jocor", []), ("ce", ["data.augment=crop_flip", "model=cnn6"])])
+                                          ("jocor", []), ("ce", ["data.augment=crop_flip", "model=cnn6"]),
+                                          ("forward", ["method.estimate_epochs=2"]), ("l2rw", [])])
 def test_a_run_stopped_inside_a_later_stage_resumes_as_if_never_stopped(make_cfg, one_thread, method, extra):
     base = [*FAST, f"method={method}", *extra, "protocol.epochs=4"]
     if method == "ce":  # augmentation and dropout: the random streams must continue exactly

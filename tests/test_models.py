@@ -15,6 +15,7 @@ REPRESENTATIVE = {
     "mlp": ((40,), {}),
     "cnn9": ((1, 28, 28), {}),
     "cnn6": ((3, 32, 32), {}),
+    "cnn8": ((3, 16, 16), {}),
     "lenet": ((3, 32, 32), {}),
     "cifar_quick": ((3, 32, 32), {}),
     "preact_resnet18": ((3, 16, 16), {}),
@@ -66,7 +67,7 @@ def test_image_models_take_their_minimum_size_and_one_channel(name):
 
 def test_minimum_sizes():
     sizes = {n: b.min_image_size for n, b in MODELS.items()}
-    assert sizes == {"mlp": None, "cnn9": 28, "cnn6": 8, "lenet": 16, "cifar_quick": 8,
+    assert sizes == {"mlp": None, "cnn9": 28, "cnn6": 8, "cnn8": 8, "lenet": 16, "cifar_quick": 8,
                      "preact_resnet18": 1, "resnet32": 1, "wrn28_10": 1, "resnet50": 1,
                      "cnn1d": None}
 
@@ -80,6 +81,16 @@ def test_cnn9_parameter_count_matches_the_layer_list():
     model = build_model("cnn9", (channels, 32, 32), classes)
     assert sum(p.numel() for p in model.parameters()) == expected
     assert model.feature_dim == 128
+
+
+def test_cnn8_parameter_count_matches_mslgs_layer_list():
+    # MSLG model_getter.py::model_cifar10: six 3x3 convs (bias, each + BN), fc 196*4*4 -> 256 + BN1d, fc -> 10.
+    convs = [(3, 64), (64, 64), (64, 128), (128, 128), (128, 196), (196, 196)]
+    expected = (sum(9 * cin * cout + cout + 2 * cout for cin, cout in convs)
+                + 196 * 16 * 256 + 256 + 2 * 256 + 256 * 10 + 10)
+    model = build_model("cnn8", (3, 32, 32), 10)
+    assert sum(p.numel() for p in model.parameters()) == expected
+    assert model.feature_dim == 256
 
 
 def test_cnn1d_matches_mnist1d_convbase():

@@ -54,7 +54,7 @@ def test_target_and_test_are_mnist_5_to_9_relabelled_0_to_4(root):
 
 def test_the_trusted_set_is_n_t_mnist_images_and_the_facts_name_the_target_classes(root, make_cfg):
     folder, svhn, _ = root
-    cfg = make_cfg("data=svhn_to_mnist", f"data.root={folder}", "method=ce", "noise=none")
+    cfg = make_cfg("data=svhn_to_mnist", f"data.root={folder}", "method=l2rw", "noise=none")
     assert cfg.data.trusted_per_class == 4  # n_t = 20 in total
     dm = build_datamodule(cfg)
     dm.prepare()
@@ -73,7 +73,7 @@ def test_the_trusted_set_is_n_t_mnist_images_and_the_facts_name_the_target_class
 
 def test_it_trains_end_to_end_on_the_files(root, make_cfg, one_thread):
     folder = root[0]
-    results = run(make_cfg("data=svhn_to_mnist", f"data.root={folder}", "method=ce", "model=mlp", "noise=none",
+    results = run(make_cfg("data=svhn_to_mnist", f"data.root={folder}", "method=l2rw", "model=mlp", "noise=none",
                            "debug=fast", "protocol.epochs=1", "callbacks=none"))
     assert results["data"] == "svhn_to_mnist" and 0.0 <= results["metrics"]["test/acc"] <= 1.0
 

@@ -33,7 +33,7 @@ def test_points_are_uniform_and_labelled_by_the_sign_of_x0():
 
 
 def test_the_slides_setup_500_noisy_source_points_and_50_clean_target_points(make_cfg):
-    cfg = make_cfg("data=toy2d", "method=ce")
+    cfg = make_cfg("data=toy2d", "method=l2rw")
     assert cfg.noise.name == "sym20"  # toy2d's own default noise
     assert make_cfg("data=toy2d", "noise=sym40").noise.name == "sym40"  # the command line still wins
     dm = build_datamodule(cfg)

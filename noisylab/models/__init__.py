@@ -33,12 +33,12 @@ from noisylab.models.mlp import build_mlp
 from noisylab.models.preact_resnet import build_preact_resnet18
 from noisylab.models.resnet50 import build_resnet50
 from noisylab.models.resnet_cifar import build_resnet32
-from noisylab.models.small_cnns import build_cnn6, build_lenet
+from noisylab.models.small_cnns import build_cnn6, build_cnn8, build_lenet
 from noisylab.models.wide_resnet import build_wrn28_10
 
 MODELS: dict[str, Callable[..., Classifier]] = {
     builder.model_name: builder
-    for builder in (build_mlp, build_cnn9, build_cnn6, build_lenet, build_cifar_quick,
+    for builder in (build_mlp, build_cnn9, build_cnn6, build_cnn8, build_lenet, build_cifar_quick,
                     build_preact_resnet18, build_resnet32, build_wrn28_10, build_resnet50, build_cnn1d)
 }
 

@@ -1,4 +1,5 @@
-"""The small CNNs of Co-teaching+, JoCoR and S2E: the 6-conv CNN and the LeNet-style CNN."""
+"""The small CNNs of Co-teaching+, JoCoR and S2E (the 6-conv CNN, the LeNet-style CNN) and
+MSLG's 8-layer CNN."""
 
 from __future__ import annotations
 
@@ -15,24 +16,43 @@ CNN6_MIN_IMAGE_SIZE = 8
 LENET_MIN_IMAGE_SIZE = 16
 
 
+def three_pooled_stages(channels: int, last: int) -> list[nn.Module]:
+    """3x3 convs (padding 1, bias) + BN + ReLU: C->64, 64->64, pool, 64->128, 128->128, pool,
+    128->196, 196->``last``, pool (each 2x2/2), flattened."""
+
+    def conv(cin: int, cout: int) -> list[nn.Module]:
+        return [nn.Conv2d(cin, cout, kernel_size=3, stride=1, padding=1), nn.BatchNorm2d(cout), nn.ReLU()]
+
+    return [*conv(channels, 64), *conv(64, 64), nn.MaxPool2d(2, 2),
+            *conv(64, 128), *conv(128, 128), nn.MaxPool2d(2, 2),
+            *conv(128, 196), *conv(196, last), nn.MaxPool2d(2, 2), nn.Flatten()]
+
+
 class CNN6(Classifier):
     """Six 3x3 conv + BN + ReLU layers in three pooled stages, flatten, linear head."""
 
     def __init__(self, input_shape: tuple[int, int, int], num_classes: int):
         super().__init__()
         channels, height, width = input_shape
-
-        def conv(cin: int, cout: int) -> list[nn.Module]:
-            return [nn.Conv2d(cin, cout, kernel_size=3, stride=1, padding=1),
-                    nn.BatchNorm2d(cout), nn.ReLU()]
-
-        self.body = nn.Sequential(
-            *conv(channels, 64), *conv(64, 64), nn.MaxPool2d(2, 2),
-            *conv(64, 128), *conv(128, 128), nn.MaxPool2d(2, 2),
-            *conv(128, 196), *conv(196, 16), nn.MaxPool2d(2, 2),
-            nn.Flatten(),
-        )
+        self.body = nn.Sequential(*three_pooled_stages(channels, 16))
         self.make_head(16 * (height // 8) * (width // 8), num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class CNN8(Classifier):
+    """Six 3x3 conv + BN + ReLU layers in three pooled stages, FC 256 + BN + ReLU, linear head."""
+
+    def __init__(self, input_shape: tuple[int, int, int], num_classes: int):
+        super().__init__()
+        channels, height, width = input_shape
+        self.body = nn.Sequential(*three_pooled_stages(channels, 196),
+                                  nn.Linear(196 * (height // 8) * (width // 8), 256), nn.BatchNorm1d(256), nn.ReLU())
+        for module in self.body:
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out")
+        self.make_head(256, num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
@@ -72,6 +92,20 @@ def build_cnn6(input_shape, num_classes) -> CNN6:
     The official ``dropout_rate`` argument is unused there and is not offered. No settings.
     """
     return CNN6(input_shape, num_classes)
+
+
+@model_builder("cnn8", min_image_size=CNN6_MIN_IMAGE_SIZE)
+def build_cnn8(input_shape, num_classes) -> CNN8:
+    """MSLG's CIFAR-10 network, the "8-layer CNN" of its table, used for every method there
+    (Algan & Ulusoy, ICPR 2020; gorkemalgan/MSLG_noisy_label ``model_getter.py::model_cifar10``).
+
+    3x3 convs (padding 1, with bias), each followed by BatchNorm and ReLU: C->64, 64->64,
+    max-pool 2x2/2, 64->128, 128->128, max-pool, 128->196, 196->196, max-pool, flatten ->
+    Linear(196*(H/8)*(W/8), 256) -> BatchNorm1d -> ReLU -> Linear(256, C); the features are the
+    256-dimensional output. Convs initialised Kaiming-normal (fan_out), as the code. Needs
+    images of at least 8x8 (the same shape arithmetic as cnn6). No settings.
+    """
+    return CNN8(input_shape, num_classes)
 
 
 @model_builder("lenet", min_image_size=LENET_MIN_IMAGE_SIZE)
