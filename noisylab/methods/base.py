@@ -113,8 +113,9 @@ class LNLMethod(pl.LightningModule):
         self.train_size, self.noise_rate = self.facts.train_size, self.facts.noise_rate
         self.max_epochs = self.facts.max_epochs
         self.last_k = int(self.protocol.get("last_k", 10))
+        eval_classes = len(self.facts.target_classes or ()) or self.num_classes  # the test set's label space
         self.metrics = nn.ModuleDict({
-            f"{split}_{net}": torchmetrics.classification.MulticlassAccuracy(self.num_classes, average="micro")
+            f"{split}_{net}": torchmetrics.classification.MulticlassAccuracy(eval_classes, average="micro")
             for split in ("val", "val_clean", "test") for net in self.reported
         })
         self.history: dict[str, list[float]] = {}
@@ -133,9 +134,10 @@ class LNLMethod(pl.LightningModule):
         return frozenset(cls.official_quirks if mode == "official" else ())
 
     # ------------------------------------------------------------------ networks
-    def build_network(self) -> nn.Module:
+    def build_network(self, num_classes: int | None = None) -> nn.Module:
+        """The configured model with ``num_classes`` outputs (the data's classes unless given)."""
         settings = {k: v for k, v in self.model_cfg.items() if k != "name"}
-        return build_model(self.model_cfg["name"], self.input_shape, self.num_classes, **settings)
+        return build_model(self.model_cfg["name"], self.input_shape, num_classes or self.num_classes, **settings)
 
     def add_network(self, name: str, build: Callable[[], nn.Module]) -> nn.Module:
         """Builds a network (or pair) as attribute ``name``; ``build`` is kept so a stage can
