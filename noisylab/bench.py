@@ -4,7 +4,9 @@ timed in the same run (never as absolute numbers in tests).
 1. framework overhead: a ``ce`` step through noisylab vs a plain PyTorch loop (goal <= 1.10x);
 2. two networks in one step: fused (vmapped) vs plain pair vs one network (goal on GPU:
    fused pair <= 1.3x one network);
-3. the beta-mixture methods' pass over the training set + fit vs one training epoch (``dyr_h``).
+3. the beta-mixture methods' pass over the training set + fit vs one training epoch (``dyr_h``);
+4. the bilevel methods' iteration (L2RW, Meta-Weight-Net; look-ahead with ``higher`` and
+   ``torch.func``) vs a plain step on the same model and batch (goal on GPU <= 2.5x).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description="noisylab benchmarks (ratios measured in one run)")
-    parser.add_argument("--only", choices=["overhead", "fused", "bmm"], help="run one benchmark")
+    parser.add_argument("--only", choices=["overhead", "fused", "bmm", "meta"], help="run one benchmark")
     parser.add_argument("--json", help="also write the numbers to this file")
     args = parser.parse_args(argv)
     from noisylab.train import quiet_lightning
@@ -44,6 +46,11 @@ def main(argv=None) -> dict:
         from noisylab.benchmarks import bmm_pass
 
         results["bmm"] = bmm_pass.main([], device)
+        print()
+    if args.only in (None, "meta"):
+        from noisylab.benchmarks import meta
+
+        results["meta"] = meta.main(device)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2, default=str)
