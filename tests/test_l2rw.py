@@ -22,10 +22,11 @@ class FakeTrainer:
         self.optimizers = [optimizer]
 
 
-@pytest.mark.parametrize("backend", ["higher", "func"])
-def test_one_step_reweights_by_gradient_agreement(monkeypatch, backend):
+@pytest.mark.parametrize("gradient,backend", [("lookahead", "higher"), ("lookahead", "func"), ("alignment", "higher")])
+def test_one_step_reweights_by_gradient_agreement(monkeypatch, gradient, backend):
     torch.manual_seed(0)
-    method = tiny_method(LearningToReweight, train_size=6, lookahead={"backend": backend, "step": "sgd",
+    method = tiny_method(LearningToReweight, train_size=6, gradient=gradient,
+                         lookahead={"backend": backend, "step": "sgd",
                                                                       "lr": None, "batchnorm": "batch"})
     method.net.double()
     optimizer = torch.optim.SGD(method.net.parameters(), lr=0.5)

@@ -209,3 +209,24 @@ def test_func_backend_refuses_mirroring_adam():
 def test_settings_are_checked(bad, message):
     with pytest.raises(ConfigError, match=message):
         LookaheadSettings.of(bad)
+
+
+@pytest.mark.parametrize("batchnorm", ["batch", "running"])
+def test_alignment_shortcut_equals_the_lookahead_at_zero_weights(batchnorm):
+    """The forward-mode shortcut gives the look-ahead's gradient at ε = 0, BatchNorm's coupling
+    of the batch included, and touches nothing."""
+    from noisylab.methods.lookahead import alignment_gradient
+
+    net = tiny_bn_net()
+    x, y, xv, yv = data()
+    opt = sgd_with_momentum(net, x, y)
+    before = state_snapshot(net, opt)
+    eps = torch.zeros(len(y), dtype=torch.float64, requires_grad=True)
+    full = meta_gradient(net, torch.optim.SGD(net.parameters(), lr=0.3), weighted(eps, x, y), clean(xv, yv), [eps],
+                         LookaheadSettings(batchnorm=batchnorm))
+    fast = alignment_gradient(net, lambda forward: F.cross_entropy(forward(x), y, reduction="none"),
+                              clean(xv, yv), lr=0.3, batchnorm=batchnorm)
+    torch.testing.assert_close(fast.grads[0], full.grads[0], atol=1e-12, rtol=1e-10)
+    torch.testing.assert_close(fast.outer_loss, full.outer_loss)
+    for key, value in before[0].items():
+        assert torch.equal(value, net.state_dict()[key]), key

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from noisylab.train import build_method, config_dir, method_class
+from noisylab.train import config_dir, method_class
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = sorted(p.stem for p in (Path(config_dir()) / "sweep").glob("*.yaml"))

@@ -10,7 +10,11 @@ Each iteration, with per-sample weights ε = 0 on the noisy batch:
 
 At ε = 0, θ̂ = θ and the meta-gradient is −lr ⟨∇θ ℓ_i, ∇θ L_trusted⟩: the weight of a sample
 is how well its gradient agrees with the clean data's (tested against this closed form).
-The scale of lr cancels in the normalisation.
+The scale of lr cancels in the normalisation. ``gradient: alignment`` (default) computes it
+in that form, as the official code's non-legacy path does (one backward + one forward-mode
+pass, no double backward: ``lookahead.alignment_gradient``); ``gradient: lookahead`` through
+the differentiable step (``lookahead.backend``: ``higher`` or ``func``). Both give the same
+weights (tested).
 
 Protocol ``l2rw``: the paper's CIFAR WRN-28-10 configuration (SGD 0.1, momentum 0.9, weight
 decay 2e-4, batch 100, lr ×0.1 at 40k and 50k of 60k iterations — 80, 100 and 120 epochs at
@@ -25,7 +29,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from noisylab.errors import ConfigError
 from noisylab.methods.bilevel import BilevelMethod
+from noisylab.methods.lookahead import alignment_gradient
+
+GRADIENTS = ("alignment", "lookahead")
 
 
 def normalised_weights(meta_grad: torch.Tensor) -> torch.Tensor:
@@ -36,25 +44,32 @@ def normalised_weights(meta_grad: torch.Tensor) -> torch.Tensor:
 
 
 class LearningToReweight(BilevelMethod):
-    def __init__(self, **settings):
+    def __init__(self, gradient: str, **settings):
+        if gradient not in GRADIENTS:
+            raise ConfigError(f"method.gradient must be one of {', '.join(GRADIENTS)}, got {gradient!r}.")
         super().__init__(**settings)
+        self.gradient = gradient
         self.per_sample_state("weight", fill=1.0)
 
     def training_step(self, batch, batch_idx: int):
         noisy, trusted = batch["noisy"], batch["trusted"]
-        eps = torch.zeros(len(noisy["y"]), device=self.device, requires_grad=True)
 
-        def inner(forward):
-            return (eps * F.cross_entropy(forward(noisy["x"]), noisy["y"], reduction="none")).sum()
+        def losses(forward):
+            return F.cross_entropy(forward(noisy["x"]), noisy["y"], reduction="none")
 
         def outer(forward):
             return F.cross_entropy(forward(trusted["x"]), trusted["y"])
 
-        meta = self.meta_gradient(inner, outer, [eps])
+        if self.gradient == "alignment":
+            lr = self.lookahead.lr or self.optimizer("net").param_groups[0]["lr"]
+            meta = alignment_gradient(self.net, losses, outer, lr, self.lookahead.batchnorm)
+        else:
+            eps = torch.zeros(len(noisy["y"]), device=self.device, requires_grad=True)
+            meta = self.meta_gradient(lambda forward: (eps * losses(forward)).sum(), outer, [eps])
         w = normalised_weights(meta.grads[0])
         loss = (w * F.cross_entropy(self.net(noisy["x"]), noisy["y"], reduction="none")).sum()
         self.step(loss)
-        self.weight[noisy["index"]] = w * len(w)
+        self.weight[noisy["index"]] = (w * len(w)).to(self.weight.dtype)
         self.log_epoch_mean({"train/loss": loss, "train/meta_loss": meta.outer_loss,
                              "train/zero_weight_fraction": (w == 0).float().mean()}, len(w))
         return loss

@@ -9,7 +9,9 @@ trusted data change with φ?* ::
     g_φ   = ∂ L_out(θ̂(φ)) / ∂φ               (through the step: a mixed second derivative)
 
 ``meta_gradient(model, optimizer, inner, outer, wrt, settings)`` returns g_φ (and the outer
-loss). ``inner(forward)`` and ``outer(forward)`` receive a forward function of the model at
+loss). Where φ are per-sample weights taken at zero (L2RW's ε, SOSELETO's first-order
+gradient), ``alignment_gradient`` gives the same numbers without a double backward: at ε = 0
+the look-ahead leaves θ unchanged, and the meta-gradient is an inner product of gradients. ``inner(forward)`` and ``outer(forward)`` receive a forward function of the model at
 θ and at θ̂ respectively; φ enters through the method's closures. Methods never import
 ``higher`` themselves.
 
@@ -100,6 +102,33 @@ def meta_gradient(model: nn.Module, optimizer: torch.optim.Optimizer,
         grads = torch.autograd.grad(outer_loss, wrt, allow_unused=True)
     grads = tuple(torch.zeros_like(w) if g is None else g for w, g in zip(wrt, grads))
     return MetaGradient(grads, outer_loss.detach())
+
+
+def alignment_gradient(model: nn.Module, per_sample_loss: Callable[[Forward], torch.Tensor],
+                       outer: Callable[[Forward], torch.Tensor], lr: float,
+                       batchnorm: str = "batch") -> MetaGradient:
+    """The look-ahead's meta-gradient for per-sample weights ε *at ε = 0*, where θ̂ = θ and
+    it is exactly −lr ⟨∇θ ℓ_i(θ), ∇θ L_out(θ)⟩ (Ren et al.; the official L2RW code computes
+    it this way). One backward gives ∇θ L_out, one forward-mode pass (``torch.func.jvp``
+    along it) all B inner products: no double backward. ``per_sample_loss(forward)`` returns
+    the B losses ℓ_i. Returns the gradient w.r.t. ε (one tensor) and L_out."""
+    from torch.func import functional_call, jvp
+
+    _refuse_compiled(model)
+    params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+    fixed = {n: p for n, p in model.named_parameters() if not p.requires_grad}
+    buffers = dict(model.named_buffers())
+
+    def at(weights) -> Forward:  # fresh copies of the buffers: the real statistics stay untouched
+        return lambda x: functional_call(model, ({**weights, **fixed}, {n: b.clone() for n, b in buffers.items()}), (x,))
+
+    with _batchnorm_mode(model, batchnorm):
+        leaves = {n: p.requires_grad_() for n, p in ((n, p.clone()) for n, p in params.items())}
+        outer_loss = outer(at(leaves))
+        direction = dict(zip(leaves, torch.autograd.grad(outer_loss, list(leaves.values()), allow_unused=True)))
+        direction = {n: torch.zeros_like(params[n]) if g is None else g for n, g in direction.items()}
+        _, tangent = jvp(lambda weights: per_sample_loss(at(weights)), (params,), (direction,))
+    return MetaGradient((-float(lr) * tangent.detach(),), outer_loss.detach())
 
 
 def _refuse_compiled(model: nn.Module) -> None:

@@ -12,7 +12,8 @@ One iteration on a source batch and a target batch:
 1. ∂L_t/∂α_j through one look-ahead step of the network (``self.meta_gradient``): with
    ``gradient: first_order`` (the paper's approximation, the notebook's computation) the
    target gradient is taken at the current θ, ∂L_t/∂α_j ≈ −λ_p ⟨∇θ ℓ_j, ∇θ L_t(θ)⟩;
-   ``gradient: lookahead`` takes it at θ̂ = θ − λ_p ∇θ Σ_j α_j ℓ_j (the one-step bilevel
+   computed without a double backward (``lookahead.alignment_gradient``, tested equal to the
+   look-ahead at zero weights); ``gradient: lookahead`` takes it at θ̂ = θ − λ_p ∇θ Σ_j α_j ℓ_j (the one-step bilevel
    gradient the approximation stands for). λ_p is the optimiser's current learning rate.
 2. α_j ← clip_[0,1](α_j − λ_α ∂L_t/∂α_j)  (= α_j + λ_α λ_p ⟨g_j, g_t⟩ in the first-order case:
    the notebook's update; the look-ahead's inner loss is the batch *sum* Σ_j α_j ℓ_j, so λ_α
@@ -50,7 +51,7 @@ from torch import nn
 from noisylab.errors import ConfigError
 from noisylab.methods.bilevel import BilevelMethod
 from noisylab.methods.contract import RunFacts
-from noisylab.methods.lookahead import Forward, MetaGradient
+from noisylab.methods.lookahead import Forward, MetaGradient, alignment_gradient
 
 GRADIENTS = ("first_order", "lookahead")
 TARGET_STEPS = ("head", "network", "none")
@@ -70,6 +71,14 @@ def weight_meta_gradient(meta_gradient: Callable, x: torch.Tensor, y: torch.Tens
         return ((base + delta) * F.cross_entropy(forward(x)[:, source], y, reduction="none")).sum()
 
     return meta_gradient(inner, target_loss, [delta])
+
+
+def first_order_gradient(method, x, y, target_loss, source: slice = slice(None)) -> MetaGradient:
+    """The ``first_order`` gradient −λ_p ⟨∇θ ℓ_j, ∇θ L_t⟩ without a double backward
+    (``lookahead.alignment_gradient``); equal to ``weight_meta_gradient(..., "first_order")``."""
+    lr = method.lookahead.lr or method.optimizer("net").param_groups[0]["lr"]
+    return alignment_gradient(method.net, lambda forward: F.cross_entropy(forward(x)[:, source], y, reduction="none"),
+                              target_loss, lr, method.lookahead.batchnorm)
 
 
 def updated_weights(alpha: torch.Tensor, meta_grad: torch.Tensor, lr_alpha: float) -> torch.Tensor:
@@ -140,9 +149,12 @@ class Soseleto(BilevelMethod):
     def training_step(self, batch, batch_idx: int):
         source, trusted = batch["noisy"], batch["trusted"]
         index = source["index"]
-        meta = weight_meta_gradient(self.meta_gradient, source["x"], source["y"], self.alpha[index],
-                                    lambda forward: self.target_loss(forward, trusted), self.gradient,
-                                    self.source_part)
+        target_loss = lambda forward: self.target_loss(forward, trusted)  # noqa: E731
+        if self.gradient == "first_order":
+            meta = first_order_gradient(self, source["x"], source["y"], target_loss, self.source_part)
+        else:
+            meta = weight_meta_gradient(self.meta_gradient, source["x"], source["y"], self.alpha[index],
+                                        target_loss, self.gradient, self.source_part)
         alpha = updated_weights(self.alpha[index], meta.grads[0], self.lr_alpha)
         self.alpha[index] = alpha
         losses = F.cross_entropy(self.net(source["x"])[:, self.source_part], source["y"], reduction="none")
