@@ -152,3 +152,20 @@ def test_the_oracle_uses_the_realised_transition_and_skips_the_estimate_stage():
                                **{**method_defaults(LossCorrection), "estimate_epochs": 2})
     assert torch.equal(estimated.transition, torch.eye(3))
     assert [(s.stage.name, s.start, s.end) for s in estimated.stage_spans] == [("estimate", 0, 2), ("corrected", 2, 5)]
+
+
+def test_the_transition_estimate_recovers_a_known_t_from_oracle_probabilities():
+    """p(ỹ|x) = Tᵀ p(y|x); for a sample of class i beyond doubt it is row i of T, and with T
+    diagonally dominant it maximises p(ỹ = i|x): the anchor estimator returns T."""
+    import numpy as np
+
+    from noisylab.methods.loss_correction import estimate_transition
+
+    T = np.array([[0.6, 0.3, 0.1], [0.05, 0.7, 0.25], [0.2, 0.1, 0.7]])
+    rng = np.random.default_rng(1)
+    clean = rng.dirichlet(np.ones(3), size=400)
+    anchors = np.repeat(np.eye(3), 30, axis=0) * rng.uniform(0.97, 1.0, size=(90, 1))
+    anchors += (1 - anchors.sum(axis=1, keepdims=True)) / 3  # near-certain samples of each class
+    noisy = np.concatenate([clean, anchors]) @ T
+    assert np.allclose(estimate_transition(noisy, filter_outlier=False), T, atol=0.02)
+    assert np.allclose(estimate_transition(noisy, filter_outlier=True, percentile=97.0), T, atol=0.03)
