@@ -1,4 +1,5 @@
-"""Run results: ``results.json`` written atomically, never half-written."""
+"""Run results: ``results.json`` written atomically, never half-written, readable by others
+like any file the user creates (mode 0666 less the umask, usually 0644)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,23 @@ def to_number(value):
     return value
 
 
+def file_mode() -> int:
+    """The mode ``open(path, "w")`` would give a new file: 0666 less the umask (mkstemp's
+    temp files are 0600, unreadable by the user's group)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def commit(tmp: str | Path, path: str | Path) -> None:
+    """Makes the finished temp file ``tmp`` the file ``path``: flushed to disk, given the
+    normal mode, renamed over ``path`` in one step (atomic on one file system)."""
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.chmod(tmp, file_mode())
+    os.replace(tmp, path)
+
+
 def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     """Writes ``data`` to a temp file beside ``path`` and renames it into place, so a reader
     sees the old file or the whole new one, never half of it."""
@@ -27,7 +45,7 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     try:
         with os.fdopen(handle, "wb") as f:
             f.write(data)
-        os.replace(tmp, path)
+        commit(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -7,6 +7,7 @@ results.json (+ metrics.csv from the CSV logger, noisy_labels.npz) in the run di
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -139,6 +140,12 @@ def quiet_lightning() -> None:
 
     logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    warnings.formatwarning = one_line_warning
+
+
+def one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """A warning as one line, without the file path (a site-packages path tells a user nothing)."""
+    return f"{category.__name__}: {' '.join(str(message).split())}\n"
 
 
 def run(cfg: DictConfig) -> dict:
@@ -147,12 +154,14 @@ def run(cfg: DictConfig) -> dict:
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
+    from noisylab.checkpoints import METRICS_CSV, merge_metrics_csv, prepare_run_dir, rank_zero
     from noisylab.results import to_number, write_json_atomic
 
     started = time.time()
     quiet_lightning()
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    earlier_rows = prepare_run_dir(output_dir, cfg.get("ckpt_path")) if rank_zero() else []
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
     datamodule.prepare()
@@ -166,8 +175,11 @@ def run(cfg: DictConfig) -> dict:
         datamodule.save_noisy_labels(output_dir)
     try:
         trainer.fit(method, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-        fit_metrics = dict(trainer.callback_metrics)
+        # resumed from the final epoch's checkpoint, fit trains nothing: its metrics come from the checkpoint
+        fit_metrics = dict(trainer.callback_metrics) or getattr(trainer.checkpoint_callback, "restored_metrics", {})
         test_metrics = trainer.test(method, datamodule=datamodule, verbose=False)[0]
+        if trainer.is_global_zero:
+            merge_metrics_csv(output_dir / METRICS_CSV, earlier_rows)
         metrics = {**fit_metrics, **test_metrics, **method.summary_metrics()}
         metrics = {k: to_number(v) for k, v in sorted(metrics.items()) if "acc_epoch" not in k}
         results = {
@@ -232,24 +244,50 @@ def print_summary(results: dict) -> None:
 
 def task(cfg: DictConfig) -> float | None:
     """The Hydra task: one run. User errors become one sentence and a non-zero exit; in a
-    multirun the failing job is recorded and the others go on."""
+    multirun the failing job is recorded and the others go on. Every failure leaves its
+    sentence in the run folder's ``error.txt``. SIGTERM/SIGINT stop the run (and a multirun)
+    with the command that resumes it, exit status 128 + the signal number."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from noisylab.checkpoints import Interrupted, interrupted_sentence, rank_zero, stop_on_signals
+
     try:
-        results = run(cfg)
+        with stop_on_signals():
+            results = run(cfg)
+    except Interrupted as stop:
+        overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+        sentence = interrupted_sentence(stop, overrides, Path(cfg.paths.output_dir), cfg.get("ckpt_path"),
+                                        cfg.trainer.get("max_epochs"))
+        record_error(cfg, sentence)
+        if rank_zero():
+            print(f"noisylab: {sentence}", file=sys.stderr, flush=True)
+        sys.exit(stop.exit_status)
     except NoisyLabError as error:
+        record_error(cfg, str(error))
         multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
         if multirun:
             log.error("%s", error)
-            (Path(cfg.paths.output_dir) / "error.txt").write_text(f"{error}\n")
             return float("nan")
         print(f"noisylab: error: {error}", file=sys.stderr, flush=True)
         sys.exit(2)
+    except Exception as error:  # a bug: the traceback follows, the folder keeps the reason
+        record_error(cfg, f"crashed: {type(error).__name__}: {error}")
+        raise
     if results.pop("rank") == 0:
         print_summary(results)
     metric = cfg.get("optimized_metric")
     return results["metrics"].get(metric) if metric else None
+
+
+def record_error(cfg: DictConfig, sentence: str) -> None:
+    """``error.txt`` in the run folder (rank 0 only): why the run has no results.json."""
+    from noisylab.checkpoints import rank_zero
+    from noisylab.results import write_bytes_atomic
+
+    if rank_zero():
+        with contextlib.suppress(Exception):  # reporting must not hide the error itself
+            write_bytes_atomic(Path(cfg.paths.output_dir) / "error.txt", f"{sentence}\n".encode())
 
 
 # The training recipe moved from method.* to the protocol group; the old keys keep working.

@@ -63,6 +63,8 @@ def test_missing_cifar_files_name_the_expected_path(tmp_path):
     done = noisylab(tmp_path, "method=coteaching", "data=cifar10", "noise=pair45", f"data.root={tmp_path}/nothing")
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert f"{tmp_path}/nothing/cifar-10-batches-py" in done.stderr
+    error = (tmp_path / "run" / "error.txt").read_text()  # a failed single run keeps its reason, like a job
+    assert error.count("\n") == 1 and f"{tmp_path}/nothing/cifar-10-batches-py" in error
 
 
 def test_asymmetric_noise_without_a_class_map_is_refused(tmp_path):
@@ -129,34 +131,3 @@ def test_the_old_recipe_keys_and_the_protocol_are_in_results(tmp_path):
     assert results["epochs"] == 1 and results["protocol"] == "coteaching" and results["config"]["method"]["fused"]
     assert 0.0 <= results["metrics"]["train/detection_auc"] <= 1.0 and (tmp_path / "run" / "per_sample.npz").is_file()
 
-
-def kill_at(epoch: int):
-    """A callback that SIGKILLs its own process when ``epoch`` starts (a pre-emption)."""
-    import signal
-
-    from pytorch_lightning import Callback
-
-    class Kill(Callback):
-        def on_train_epoch_start(self, trainer, module):
-            if trainer.current_epoch == epoch:
-                os.kill(os.getpid(), signal.SIGKILL)
-
-    return Kill()
-
-
-def test_a_killed_run_resumes_from_last_ckpt_as_if_never_stopped(tmp_path):
-    """Co-teaching+ with its second stage from epoch 1, SIGKILLed when epoch 3 of 4 starts."""
-    settings = ["method=coteaching_plus", "method.init_epoch=1", "protocol.epochs=4", "trainer.enable_progress_bar=false"]
-    whole = noisylab(tmp_path / "whole", *settings)
-    assert whole.returncode == 0, whole.stderr[-2000:]
-    killed = noisylab(tmp_path / "killed", *settings, "+callbacks.kill._target_=tests.test_cli.kill_at",
-                      "+callbacks.kill.epoch=3")
-    assert killed.returncode == -9 and not (tmp_path / "killed" / "run" / "results.json").exists()
-    checkpoint = tmp_path / "killed" / "run" / "checkpoints" / "last.ckpt"
-    assert checkpoint.resolve().name == "epoch=2.ckpt"  # the last finished epoch
-    resumed = noisylab(tmp_path / "resumed", *settings, f"ckpt_path={checkpoint}")
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    expected = json.loads((tmp_path / "whole" / "run" / "results.json").read_text())
-    got = json.loads((tmp_path / "resumed" / "run" / "results.json").read_text())
-    assert got["epochs"] == expected["epochs"] == 4
-    assert got["metrics"] == expected["metrics"]

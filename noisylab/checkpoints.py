@@ -1,0 +1,215 @@
+"""Runs that survive kills and say how to resume.
+
+* ``LastCheckpoint`` (conf/callbacks/default.yaml) writes ``<run dir>/checkpoints/last.ckpt``
+  at the end of every epoch: the checkpoint goes to ``.last.ckpt.partial`` beside it, is
+  flushed to disk and renamed over ``last.ckpt`` in one step, so a run killed at any moment
+  (SIGKILL, a pre-emption, a crash in the middle of a save) leaves the previous epoch's whole
+  checkpoint or the new whole one, never half of one. It is the run's only checkpoint file.
+  (Lightning's ModelCheckpoint with ``save_last: link`` removes the old link before making
+  the new one, and a second run in the same folder gets ``last-v1.ckpt`` beside the first
+  run's ``last.ckpt``.) The checkpoint also carries the epoch's metrics, so a run resumed
+  from its final epoch (killed while testing) reports what the uninterrupted run reports.
+* ``stop_on_signals``: SIGTERM and SIGINT (Ctrl-C) raise ``Interrupted`` where the run is; no
+  results are written, and ``noisylab.train.task`` prints one sentence with the command that
+  resumes the run (from the last finished epoch, into the same folder), writes it to the
+  folder's ``error.txt`` and exits with 128 + the signal number (143 for SIGTERM, 130 for
+  SIGINT). The unfinished epoch is trained again on resume, so the resumed run ends exactly
+  as an uninterrupted one (the batch order is a function of seed and epoch, the random
+  states are in the checkpoint).
+* ``prepare_run_dir``: a run started in a folder that already holds a run replaces it: the
+  earlier ``results.json``, ``per_sample.npz``, ``error.txt``, checkpoints and metrics CSV are
+  removed first (with a warning), except the checkpoint this run resumes from. A run resumed
+  from a checkpoint keeps the CSV rows of the epochs before the resume (``merge_metrics_csv``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import logging
+import shlex
+import signal
+import threading
+from pathlib import Path
+
+from pytorch_lightning.callbacks import Checkpoint
+
+from noisylab.results import commit, write_bytes_atomic
+
+log = logging.getLogger("noisylab")
+
+LAST = "last.ckpt"
+PARTIAL = ".last.ckpt.partial"
+STALE_FILES = ("results.json", "per_sample.npz", "error.txt")
+METRICS_CSV = Path("csv") / "metrics.csv"
+
+
+class LastCheckpoint(Checkpoint):
+    """``<dirpath>/last.ckpt`` after every training epoch, replaced atomically. A
+    ``Checkpoint`` subclass, so Lightning calls it after the method's own epoch-end hook
+    (per-sample state synchronised, epoch statistics logged) and adds no ModelCheckpoint."""
+
+    def __init__(self, dirpath: str) -> None:
+        self.dirpath = Path(dirpath)
+        self.saved: Path | None = None  # the checkpoint this run can be resumed from
+        self.saved_epochs: int | None = None  # epochs finished in it
+        self.restored_metrics: dict[str, float] = {}
+        self.trainer = None
+
+    @property
+    def path(self) -> Path:
+        return self.dirpath / LAST
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking and not trainer.fast_dev_run:
+            self.save(trainer)
+
+    def save(self, trainer) -> None:
+        partial = self.dirpath / PARTIAL
+        if trainer.is_global_zero:
+            self.dirpath.mkdir(parents=True, exist_ok=True)
+        try:
+            trainer.save_checkpoint(partial)  # every rank takes part; rank 0 writes
+            if trainer.is_global_zero:
+                commit(partial, self.path)
+        except BaseException:
+            if trainer.is_global_zero:
+                partial.unlink(missing_ok=True)
+            raise
+        trainer.strategy.barrier("LastCheckpoint.save")
+        self.saved, self.saved_epochs = self.path, trainer.current_epoch + 1
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self.trainer = trainer
+
+    def state_dict(self) -> dict:
+        """Saved in the checkpoint: the epochs finished and the metrics of the last one."""
+        metrics = {key: float(value) for key, value in self.trainer.callback_metrics.items()}
+        return {"epochs": self.trainer.current_epoch + 1, "metrics": metrics}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.restored_metrics = dict(state_dict.get("metrics") or {})
+        self.saved_epochs = state_dict.get("epochs")
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if isinstance(exception, Interrupted) and exception.checkpoint is None and self.saved is not None:
+            exception.checkpoint, exception.epochs = self.saved, self.saved_epochs
+
+
+# ---------------------------------------------------------------------------- signals
+
+
+class Interrupted(BaseException):
+    """SIGTERM or SIGINT arrived. A BaseException (like KeyboardInterrupt, which Lightning
+    would turn into ``sys.exit(1)``), so no ``except Exception`` swallows it. ``checkpoint``
+    and ``epochs``: what the run can be resumed from, filled in by ``LastCheckpoint``."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = int(signum)
+        self.checkpoint: Path | None = None
+        self.epochs: int | None = None
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + self.signum
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+    """Within the block SIGTERM and SIGINT raise ``Interrupted`` (once: a second signal
+    during the shutdown is ignored). Lightning chains its own SIGTERM handler before ours."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        for number in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(number, signal.SIG_IGN)
+        raise Interrupted(signum)
+
+    previous = {number: signal.signal(number, handler) for number in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for number, old in previous.items():
+            signal.signal(number, old)
+
+
+def resume_command(overrides: list[str], checkpoint: Path, output_dir: Path) -> str:
+    """The command line that resumes a run from ``checkpoint`` into its own folder."""
+    kept = [o for o in overrides if o.lstrip("+~").split("=")[0] != "ckpt_path" and not o.startswith("hydra.")]
+    words = ["python", "-m", "noisylab", *kept, f"ckpt_path={Path(checkpoint).resolve()}",
+             f"hydra.run.dir={Path(output_dir).resolve()}"]
+    return " ".join(shlex.quote(word) for word in words)
+
+
+def interrupted_sentence(stop: Interrupted, overrides: list[str], output_dir: Path, resumed_from=None,
+                         max_epochs: int | None = None) -> str:
+    """One sentence: which signal stopped the run, and the command that resumes it."""
+    name = signal.Signals(stop.signum).name
+    checkpoint = stop.checkpoint or (Path(resumed_from) if resumed_from else None)
+    if checkpoint is None:
+        return (f"stopped by {name} before the first epoch ended, so there is no checkpoint to resume from; "
+                "run the same command again to start over.")
+    done = "" if stop.epochs is None else f" after {stop.epochs}" + (f" of {max_epochs}" if max_epochs else "") + " epochs"
+    return f"stopped by {name}{done}; resume with: {resume_command(overrides, checkpoint, output_dir)}"
+
+
+# ---------------------------------------------------------------------------- the run folder
+
+
+def read_csv_rows(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def prepare_run_dir(output_dir: Path, ckpt_path: str | None) -> list[dict]:
+    """Removes an earlier run's files from ``output_dir`` (all but the checkpoint this run
+    resumes from); returns the metrics-CSV rows of the run resumed from (else [])."""
+    source = Path(ckpt_path).resolve() if ckpt_path else None
+    earlier = read_csv_rows(source.parent.parent / METRICS_CSV) if source is not None else []
+    checkpoints = output_dir / "checkpoints"
+    stale = [output_dir / name for name in STALE_FILES] + [output_dir / METRICS_CSV]
+    stale += [p for p in sorted(checkpoints.glob("*.ckpt")) if p.resolve() != source and p != source]
+    stale += sorted(checkpoints.glob(".*.partial"))
+    found = [p for p in stale if p.is_file() or p.is_symlink()]
+    if any(p.name == "results.json" or p.suffix == ".ckpt" for p in found):
+        log.warning("%s held an earlier run: its results and checkpoints are replaced by this run's.", output_dir)
+    for path in found:
+        path.unlink()
+    return earlier
+
+
+def _epoch(row: dict) -> int | None:
+    try:
+        return int(float(row.get("epoch", "")))
+    except ValueError:
+        return None
+
+
+def merge_metrics_csv(path: Path, earlier: list[dict]) -> None:
+    """Puts the rows of the epochs before the resume (``earlier``, from the checkpoint's run)
+    in front of this run's rows in ``path``: one CSV for the whole run, as if never stopped."""
+    rows = read_csv_rows(path)
+    if not earlier or not rows:
+        return
+    first = min((e for e in map(_epoch, rows) if e is not None), default=None)
+    kept = [r for r in earlier if first is None or (_epoch(r) is not None and _epoch(r) < first)]
+    fields = sorted(set().union(*kept, *rows))
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(kept + rows)
+    write_bytes_atomic(path, buffer.getvalue().encode())
+
+
+def rank_zero() -> bool:
+    """Whether this process is (or will be) global rank 0, before any Trainer exists."""
+    from lightning_fabric.utilities.rank_zero import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0
+
