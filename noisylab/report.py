@@ -1,12 +1,15 @@
 """A sweep's results as one table: ``python -m noisylab.report <sweep_dir> [--metric KEY]``.
 
 Reads every job folder below ``sweep_dir`` (one per job of a Hydra multirun: a folder with
-``results.json``, ``error.txt`` or ``.hydra/overrides.yaml``) and groups the jobs by **every
-swept override except the seed**: the overrides in each job's ``.hydra/overrides.yaml`` whose
-value differs between jobs (``noise``, ``data``, ``schedule.exponent``, ...). A job without
-``overrides.yaml`` (a run not started by Hydra) stands for its ``method``, ``noise`` name, ``data``
-and ``model`` from ``results.json``. Overrides that are the same in every job are printed
-once, as "fixed". Each group gets the mean and standard deviation over seeds of ``--metric``
+``results.json``, ``error.txt`` or ``.hydra/overrides.yaml``) and groups the jobs by **everything
+but the seed**: first the swept overrides (those in each job's ``.hydra/overrides.yaml`` whose
+value differs between jobs: ``noise``, ``data``, ``schedule.exponent``, ...; a job without
+``overrides.yaml`` stands for its ``method``, ``noise``, ``data`` and ``model``), then every key of
+the resolved configs in the jobs' ``results.json`` (``config``) that still differs inside a
+group (``noise.rate``, ``protocol.epochs``, ``quirks``, ``method.init_epoch``, ...): two runs whose
+configs differ in anything but ``seed``, ``noise.seed`` and the keys in ``NOT_IDENTITY`` (where
+files go, loggers, the progress bar, ``ckpt_path``) are never averaged together. Overrides that
+are the same in every job are printed once, as "fixed". Each group gets the mean and standard deviation over seeds of ``--metric``
 (default ``test/acc_last10``, the mean test accuracy of the last 10 epochs, as the Co-teaching
 family reports), in percent.
 
@@ -27,19 +30,24 @@ The paper's numbers come from the sweep config's ``paper:`` block (stored in eve
   that report several numbers per cell (Arazo et al.'s best and last:
   ``by: [metric, method, noise.rate]``, ``values: {test/acc_best: {...}, test/acc_last: {...}}``).
 
-A job folder without ``results.json`` (a crashed job) counts as failed: it is listed, with its
-overrides and the first line of its ``error.txt``, and the table gets a ``failed`` column.
-An ``--metric`` that no run has stops the report with one sentence and exit status 2.
+A job folder without ``results.json`` counts as failed: it is listed, with its overrides and
+the first line of its ``error.txt`` (a failed job: bad input, a crash, a signal) or as
+"crashed or killed" when it has no ``error.txt`` either, and the table gets a ``failed`` column.
+An ``--metric`` that no run has stops the report with one sentence listing the metrics the
+runs have, exit status 2, nothing written.
 
 Writes ``report.md``, ``report.csv`` (one row per group) and ``report_curves.png`` (per-epoch
-test accuracy and label precision, mean over seeds, one column per noise: the figures of the
-Co-teaching paper) into ``sweep_dir`` and prints the Markdown.
+test accuracy and label precision, mean ± std over seeds, one column per noise: the figures of
+the Co-teaching paper) into ``sweep_dir`` and prints the Markdown. Everything is read relative
+to the job folders found below ``sweep_dir``, never from the absolute paths inside
+``results.json``, so a moved or copied sweep folder reports the same.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import math
 import statistics
@@ -47,12 +55,20 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from noisylab.results import write_bytes_atomic
+
 # Order of the values when the sweep has no ``paper`` block to take it from.
 METHOD_ORDER = ("ce", "selfpaced", "decoupling", "coteaching", "coteaching_plus", "jocor")
 NOISE_ORDER = ("pair45", "sym50", "sym20")
 DEFAULT_METRIC = "test/acc_last10"
 # Fields a job without .hydra/overrides.yaml is grouped by (read from results.json).
 RESULT_KEYS = ("method", "noise", "data", "model")
+# Seeds: the runs of one group differ in them. Config keys (and everything below them) that do
+# not change what is trained: where files go, loggers, checkpoints, the progress bar, resuming.
+SEED_KEYS = ("seed", "noise.seed")
+NOT_IDENTITY = ("paths", "logger", "callbacks", "hydra", "ckpt_path", "optimized_metric", "task_name", "paper",
+                "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.default_root_dir",
+                "trainer.log_every_n_steps", "data.root", "data.download", "data.num_workers")
 
 
 class ReportError(Exception):
@@ -89,10 +105,43 @@ def parse_overrides(lines) -> dict[str, str]:
     for line in lines or ():
         key, sep, value = str(line).strip().partition("=")
         key = key.lstrip("+~")
-        if not sep or key in ("seed", "sweep", "hydra") or key.startswith("hydra."):
+        if not sep or key == "sweep" or not identity_key(key):
             continue
         parsed[key] = value
     return parsed
+
+
+def identity_key(key: str) -> bool:
+    """Whether a config key can make two runs different experiments (not a seed, not where
+    files go): ``noise.rate`` yes, ``seed`` and ``paths.output_dir`` no."""
+    return not any(key == k or key.startswith(k + ".") for k in (*SEED_KEYS, *NOT_IDENTITY))
+
+
+def flatten(node, prefix: str = "") -> dict[str, str]:
+    """A nested config as ``{"noise.rate": "0.5", ...}``, values made comparable (canonical)."""
+    if isinstance(node, dict):
+        out: dict[str, str] = {}
+        for key, value in node.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out
+    value = json.dumps(node) if isinstance(node, list) else node
+    return {} if value is None else {prefix[:-1]: canonical(value)}  # null = absent
+
+
+def _resolved_yaml(path: Path, folder: Path) -> dict | None:
+    """A job's ``.hydra/config.yaml`` (written unresolved), resolved as far as it goes; the run
+    folder stands in for ``${hydra:runtime.output_dir}``."""
+    from omegaconf import OmegaConf
+
+    try:
+        cfg = OmegaConf.load(path)
+        if OmegaConf.select(cfg, "paths.output_dir", default=None, throw_on_resolution_failure=False) is None \
+                and "paths" in cfg:
+            cfg.paths.output_dir = str(folder)
+        return OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # an interpolation that needs Hydra: fall back to the raw values
+        loaded = _read_yaml(path)
+        return loaded if isinstance(loaded, dict) else None
 
 
 def _read_yaml(path: Path):
@@ -127,8 +176,7 @@ def load_jobs(sweep_dir: Path) -> list[Job]:
         if (folder / "error.txt").is_file():
             job.error = ((folder / "error.txt").read_text().strip().splitlines() or [""])[0]
         if run is None and (folder / ".hydra" / "config.yaml").is_file():
-            loaded = _read_yaml(folder / ".hydra" / "config.yaml")
-            job.hydra_config = loaded if isinstance(loaded, dict) else None
+            job.hydra_config = _resolved_yaml(folder / ".hydra" / "config.yaml", folder)
         jobs.append(job)
     return jobs
 
@@ -197,6 +245,26 @@ def swept_keys(jobs: list[Job]) -> tuple[list[str], dict[str, str]]:
         elif values and any(key in job.overrides for job in jobs):
             fixed[key] = next(iter(values))
     return swept, fixed
+
+
+def separating_keys(jobs: list[Job], keys: list[str]) -> list[str]:
+    """``keys`` and, in config order, every config key (``identity_key``) whose value still
+    differs between two finished jobs that ``keys`` put in one group: afterwards jobs of one
+    group differ in their seeds only."""
+    keys = list(keys)
+    finished = [job for job in jobs if not job.failed and isinstance(job.run.get("config"), dict)]
+    flat = [flatten(job.run["config"]) for job in finished]
+    candidates = dict.fromkeys(key for config in flat for key in config if identity_key(key))
+    for key in candidates:
+        if key in keys:
+            continue
+        seen: dict[tuple, str | None] = {}
+        for job, config in zip(finished, flat):
+            group = tuple(job_value(job, k) for k in keys)
+            if seen.setdefault(group, config.get(key)) != config.get(key):
+                keys.append(key)
+                break
+    return keys
 
 
 # ---------------------------------------------------------------------------- the paper block
@@ -270,10 +338,16 @@ def check_metric(jobs: list[Job], metric: str) -> None:
 
 def summarise(jobs: list[Job], keys: list[str], metric: str, paper: dict | None) -> dict[tuple, dict]:
     """``{group: {"values", "seeds", "missing", "failed", "mean", "std", "paper"}}`` with the
-    group = the jobs' values of ``keys``; accuracies in percent."""
+    group = the jobs' values of ``keys``; accuracies in percent. A failed job that cannot tell
+    some values (no config written) joins the one group its known values match, if one does."""
     cells: dict[tuple, dict] = {}
-    for job in jobs:
-        group = tuple(job_value(job, key) or "–" for key in keys)
+    known = {tuple(job_value(job, key) for key in keys) for job in jobs if not job.failed}
+    for job in sorted(jobs, key=lambda j: j.failed):
+        group = tuple(job_value(job, key) for key in keys)
+        if job.failed and None in group:
+            matches = [g for g in known if all(v is None or v == w for v, w in zip(group, g))]
+            group = matches[0] if len(matches) == 1 else group
+        group = tuple(v or "–" for v in group)
         cell = cells.setdefault(group, {"values": [], "seeds": [], "missing": 0, "failed": [], "paper": None,
                                         "jobs": []})
         cell["jobs"].append(job)
@@ -365,23 +439,24 @@ def long_table(cells: dict, groups: list[tuple], keys: list[str], with_paper: bo
 
 
 def write_csv(path: Path, cells: dict, groups: list[tuple], keys: list[str], metric: str) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow([*keys, "metric", "n", "mean", "std", "paper", "ours_minus_paper", "values", "failed"])
-        for group in groups:
-            cell = cells[group]
-            mean, std, paper = cell["mean"], cell["std"], cell["paper"]
-            delta = None if mean is None or paper is None else mean - paper
-            writer.writerow([*group, metric, len(cell["values"]),
-                             "" if mean is None else f"{mean:.4f}", "" if std is None else f"{std:.4f}",
-                             "" if paper is None else f"{paper:.2f}", "" if delta is None else f"{delta:.4f}",
-                             " ".join(f"{v:.4f}" for v in cell["values"]), len(cell["failed"])])
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer)
+    writer.writerow([*keys, "metric", "n", "mean", "std", "paper", "ours_minus_paper", "values", "failed"])
+    for group in groups:
+        cell = cells[group]
+        mean, std, paper = cell["mean"], cell["std"], cell["paper"]
+        delta = None if mean is None or paper is None else mean - paper
+        writer.writerow([*group, metric, len(cell["values"]),
+                         "" if mean is None else f"{mean:.4f}", "" if std is None else f"{std:.4f}",
+                         "" if paper is None else f"{paper:.2f}", "" if delta is None else f"{delta:.4f}",
+                         " ".join(f"{v:.4f}" for v in cell["values"]), len(cell["failed"])])
+    write_bytes_atomic(path, buffer.getvalue().encode())
 
 
-def epoch_curves(run: dict) -> dict[str, list[float]]:
-    """Per-epoch test accuracy and label precision from a run's ``csv/metrics.csv``
+def epoch_curves(folder: Path) -> dict[str, list[float]]:
+    """Per-epoch test accuracy and label precision from the job folder's ``csv/metrics.csv``
     (Lightning writes validation and training values of one epoch on separate rows)."""
-    path = Path(run.get("run_dir", "")) / "csv" / "metrics.csv"
+    path = Path(folder) / "csv" / "metrics.csv"
     curves: dict[str, dict[int, float]] = {"test/acc_epoch": {}, "train/label_precision": {}}
     if not path.is_file():
         return {}
@@ -393,20 +468,38 @@ def epoch_curves(run: dict) -> dict[str, list[float]]:
     return {key: [values[e] for e in sorted(values)] for key, values in curves.items() if values}
 
 
-def plot_curves(path: Path, cells: dict, groups: list[tuple], keys: list[str]) -> bool:
-    """``report_curves.png``: rows = test accuracy, label precision; one column per value of
-    ``noise`` (else of the first swept key); one line per group."""
-    import matplotlib
+def mean_curve(series: list[list[float]]):
+    """(mean, std or None, number of seeds) per epoch in percent, over the epochs every seed
+    has; None without any series."""
+    import numpy as np
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    if not series:
+        return None
+    length = min(map(len, series))
+    values = 100 * np.array([s[:length] for s in series], dtype=float)
+    return values.mean(axis=0), values.std(axis=0, ddof=1) if len(series) > 1 else None, len(series)
+
+
+def plot_curves(path: Path, title: str, cells: dict, groups: list[tuple], keys: list[str]) -> bool:
+    """``report_curves.png``: rows = test accuracy, label precision; one column per value of
+    ``noise`` (else of the first swept key); one line per group, the mean over its seeds with
+    a band of ± one standard deviation where there are several; markers on short runs (a
+    1-epoch run is one point); a legend in every column, the sweep as the title."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    from noisylab.results import write_bytes_atomic
 
     split = keys.index("noise") if "noise" in keys else (0 if keys else None)
     columns = list(dict.fromkeys(g[split] for g in groups)) if split is not None else [""]
     lines = list(dict.fromkeys(tuple(v for i, v in enumerate(g) if i != split) for g in groups))
     other_keys = [k.rsplit(".", 1)[-1] for i, k in enumerate(keys) if i != split]
     metrics = (("test/acc_epoch", "test accuracy"), ("train/label_precision", "label precision"))
-    figure, axes = plt.subplots(2, len(columns), figsize=(4.5 * len(columns), 6.5), squeeze=False)
+    figure = Figure(figsize=(4.5 * len(columns) + 1, 7))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(2, len(columns), squeeze=False)
     drawn = False
     for group in groups:
         column = columns.index(group[split]) if split is not None else 0
@@ -414,34 +507,44 @@ def plot_curves(path: Path, cells: dict, groups: list[tuple], keys: list[str]) -
         if other_keys == ["method"]:
             label = rest[0]
         else:
-            label = ", ".join(f"{k}={v}" for k, v in zip(other_keys, rest)) or "runs"
-        per_seed = [epoch_curves(job.run) for job in cells[group]["jobs"] if not job.failed]
-        for row, (key, name) in enumerate(metrics):
-            series = [c[key] for c in per_seed if key in c]
-            if not series:
+            label = ", ".join(f"{k}={v}" for k, v in zip(other_keys, rest)) or "all runs"
+        per_seed = [epoch_curves(job.folder) for job in cells[group]["jobs"] if not job.failed]
+        for row, (key, _) in enumerate(metrics):
+            curve = mean_curve([c[key] for c in per_seed if key in c])
+            if curve is None:
                 continue
-            length = min(map(len, series))
-            mean = [100 * statistics.fmean(s[e] for s in series) for e in range(length)]
-            axes[row][column].plot(range(length), mean, label=label, color=f"C{lines.index(rest) % 10}")
-            axes[row][column].set_ylabel(f"{name} (%)")
+            mean, std, seeds = curve
+            epochs, color = np.arange(len(mean)), f"C{lines.index(rest) % 10}"
+            axis = axes[row][column]
+            axis.plot(epochs, mean, color=color, marker="o" if len(mean) <= 30 else None, markersize=4,
+                      label=f"{label} ({seeds} seed{'s' if seeds > 1 else ''})")
+            if std is not None:
+                axis.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
             drawn = True
+    if not drawn:
+        return False
     for column, value in enumerate(columns):
         axes[0][column].set_title(value if split is None or keys[split] == "noise" else f"{keys[split]}={value}")
         axes[1][column].set_xlabel("epoch")
-    if not drawn:
-        plt.close(figure)
-        return False
-    axes[0][0].legend(fontsize=7 if len(lines) > 6 else 8)
+        for row, (_, name) in enumerate(metrics):
+            axis = axes[row][column]
+            axis.set_ylabel(f"{name} (%)")
+            axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+            axis.grid(alpha=0.3)
+            if axis.lines:
+                axis.legend(fontsize=7 if len(lines) > 6 else 8)
+    figure.suptitle(title)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    write_bytes_atomic(path, buffer.getvalue())
     return True
 
 
-def _describe(job: Job) -> str:
+def _describe(job: Job, sweep_dir: Path) -> str:
     overrides = " ".join(f"{k}={v}" for k, v in job.overrides.items())
-    why = job.error or "no results.json"
-    return f"- {job.folder.name}" + (f" ({overrides})" if overrides else "") + f": {why}"
+    why = job.error or "crashed or killed (no results.json, no error.txt)"
+    return f"- {job.folder.relative_to(sweep_dir)}" + (f" ({overrides})" if overrides else "") + f": {why}"
 
 
 def report(sweep_dir: str | Path, metric: str = DEFAULT_METRIC) -> str:
@@ -455,10 +558,11 @@ def report(sweep_dir: str | Path, metric: str = DEFAULT_METRIC) -> str:
     failed = [job for job in jobs if job.failed]
     if len(failed) == len(jobs):
         raise ReportError(f"all {len(jobs)} job(s) below {sweep_dir} failed (no results.json): "
-                          + ", ".join(job.folder.name for job in failed) + ".")
+                          + ", ".join(str(job.folder.relative_to(sweep_dir)) for job in failed) + ".")
     check_metric(jobs, metric)
 
     keys, fixed = swept_keys(jobs)
+    keys = separating_keys(jobs, keys)
     pivot = set(keys) <= {"method", "noise"}
     if pivot:
         keys = ["method", "noise"]
@@ -493,14 +597,17 @@ def report(sweep_dir: str | Path, metric: str = DEFAULT_METRIC) -> str:
     if missing:
         notes.append(f"{missing} run(s) without {metric} left out.")
     if failed:
-        notes.append(f"{len(failed)} job(s) failed (no results.json):")
-        notes += [_describe(job) for job in failed]
+        crashed = sum(job.error is None for job in failed)
+        notes.append(f"{len(failed)} job(s) without results.json ({len(failed) - crashed} failed with an error.txt, "
+                     f"{crashed} crashed or killed):")
+        notes += [_describe(job, sweep_dir) for job in failed]
     if notes:
         text += "\n" + "\n".join(notes) + "\n"
-    (sweep_dir / "report.md").write_text(text)
-    write_csv(sweep_dir / "report.csv", cells, groups, keys, metric)
-    if plot_curves(sweep_dir / "report_curves.png", cells, groups, keys):
+    curves = f"Sweep {sweep_dir.name}: per-epoch curves, mean ± std over seeds"
+    if plot_curves(sweep_dir / "report_curves.png", curves, cells, groups, keys):
         text += "\nCurves: report_curves.png\n"
+    write_bytes_atomic(sweep_dir / "report.md", text.encode())
+    write_csv(sweep_dir / "report.csv", cells, groups, keys, metric)
     return text
 
 

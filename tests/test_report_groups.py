@@ -106,7 +106,7 @@ def test_crashed_jobs_are_listed_as_failed_not_dropped(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "26 run(s), 1 failed" in out
     assert "| sym50 | 10 | 2 | – | 91.27 | 0 | 1 |" in out  # the row stays, with the slide's number
-    assert "1 job(s) failed (no results.json):" in out
+    assert "1 job(s) without results.json (1 failed with an error.txt, 0 crashed or killed):" in out
     assert "- 14_sym50_tk10_c2_s0 (noise=sym50 schedule.num_gradual=10 schedule.exponent=2 " in out
     assert "ValueError: boom in 14_sym50_tk10_c2_s0" in out
     failed = [r for r in read_csv(tmp_path / "report.csv") if r["failed"] != "0"]
@@ -121,7 +121,9 @@ def test_a_crashed_job_without_error_txt_is_failed_too(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| method | sym50 | runs | failed |" in out
     assert "| coteaching | – | 0 | 1 |" in out and "| ce | 80.00 | 1 | 0 |" in out
-    assert "- 1_coteaching_sym50_s0 (method=coteaching noise=sym50): no results.json" in out
+    assert "1 job(s) without results.json (0 failed with an error.txt, 1 crashed or killed):" in out
+    assert "- 1_coteaching_sym50_s0 (method=coteaching noise=sym50): crashed or killed (no results.json, no error.txt)" \
+        in out
 
 
 def test_noise_rates_and_datasets_are_groups_not_seeds(tmp_path, capsys):
