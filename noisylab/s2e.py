@@ -36,11 +36,19 @@ reduces to (1/M) Σ r̃_m s_m s_mᵀ. ``baseline: false`` gives the paper's raw-
 H⁻¹ from an SVD with singular values clamped at 1e-5, and θ_i += ρ · H⁻¹[i, 0] · g_i (numpy
 broadcasting made the product elementwise with the first column), then θ ≥ 1.
 
-The reward is the ``metric`` of results.json (default ``val/acc``, on the noisy validation
-split); ``test/`` metrics are refused. A failed job, or one without results.json, counts 0
-(the search stops if no job at all has succeeded after an iteration: a typo in ``metric``?).
-In the sweep dir: s2e_history.json, s2e_best.yaml, s2e_schedules.png, rewritten after each
-iteration; ``resume=true`` continues from s2e_history.json (same ``hydra.sweep.dir``).
+The reward is the ``metric`` of results.json (default ``val/acc``), and only an accuracy on
+the *noisy* validation labels is accepted (``reward_metrics``): ``val/acc`` or ``val/acc_best``,
+with ``_net2`` for a method's second network. Everything else a run logs uses the true labels
+(``test/*``, ``val/clean_acc``, ``train/label_precision``, ``train/detection_auc``: oracles a
+practitioner does not have) or is not maximised (losses), and is refused with one sentence
+before any job is launched, as is a metric the method does not log (its networks are read
+from its class, no training) and a run without a validation split (``data.val_fraction=0``).
+A failed job, or one without results.json, counts 0 (the search stops if no job at all has
+succeeded after an iteration). In the sweep dir: s2e_history.json, s2e_best.yaml,
+s2e_schedules.png, rewritten after each iteration; ``resume=true`` continues from
+s2e_history.json (same ``hydra.sweep.dir``) and refuses other overrides or other search
+settings than the first run's (only ``iterations`` and ``max_batch_size`` may change), so
+one history never mixes two searches; a new search in a folder that holds one is refused.
 Sampling is seeded per iteration (``seed``, iteration), so a resumed search draws what an
 uninterrupted one would have.
 
@@ -56,9 +64,8 @@ What the official code did (AutoML-Research/S2E ``heng_main.py``, ``heng_mnist_m
   of the found schedule stays an honest estimate (rewarding on half the test set and
   reporting on the other half still tunes on the test distribution's clean labels). The
   reward is one number of results.json (``val/acc`` is the first network's; the official one
-  averaged both). Closer to the official protocol without touching the test set:
-  ``metric: val/clean_acc``, the same validation images scored against their true labels
-  (known only for synthetic noise); ``test/`` metrics are refused.
+  averaged both). ``val/clean_acc`` (the same validation images scored against their true
+  labels) would be closer to the official protocol but is an oracle, so it is refused.
 * Inner loop: Co-teaching with the searched schedule, Adam 1e-3, batch 128, 200 epochs
   (``range(1, 200)``: 199 trained, ``rate_schedule[epoch]`` from index 1). The scripts meant to
   switch Adam's beta1 from 0.9 to 0.1 at the lr decay but wrote ``param_group['momentum']``,
@@ -78,6 +85,7 @@ import io
 import json
 import logging
 import math
+import re
 import shlex
 import sys
 import time
@@ -97,6 +105,10 @@ CLIP = 1e-6  # Beta draws are clipped into [CLIP, 1 - CLIP] before any log
 EIG_FLOOR = 1e-5  # smallest |eigenvalue| (or singular value) kept when inverting H
 THETA_MIN = 1.0  # θ ≥ 1 after every update, as in the official code
 HISTORY, BEST, PLOT = "s2e_history.json", "s2e_best.yaml", "s2e_schedules.png"
+# Accuracies measured on the noisy validation labels (noisylab.methods.base): the only rewards.
+NOISY_VALIDATION = ("val/acc", "val/acc_best")
+# Settings a resumed search may change; any other difference would mix two searches.
+RESUMABLE_CHANGES = ("iterations", "max_batch_size")
 
 
 # ------------------------------------------------------------------------------------------
@@ -247,14 +259,13 @@ class S2ESweeper(Sweeper):
 
     def check_settings(self) -> None:
         """Refuses settings that would make the search wrong (raises ConfigError)."""
-        if self.metric.startswith("test/"):
+        if not re.fullmatch(r"val/acc(_best)?(_net\d+)?", self.metric):
             raise ConfigError(
-                f"hydra.sweeper.metric={self.metric} is a test-set metric; S2E must select on "
-                "validation data only (e.g. val/acc, measured on the noisy validation split)."
+                f"hydra.sweeper.metric={self.metric} is not an accuracy on the noisy validation labels "
+                "(test/ metrics, val/clean_acc and train/ label precision or detection AUC use the true "
+                "labels, losses are not maximised); S2E is rewarded with val/acc or val/acc_best "
+                "(val/acc_net2, val/acc_best_net2: a method's second network)."
             )
-        if "loss" in self.metric:
-            raise ConfigError(f"hydra.sweeper.metric={self.metric}: S2E maximises its metric; "
-                              "use an accuracy such as val/acc.")
         if self.iterations < 1 or self.samples < 2:
             raise ConfigError("S2E needs hydra.sweeper.iterations >= 1 and "
                               "hydra.sweeper.samples_per_iteration >= 2.")
@@ -289,10 +300,10 @@ class S2ESweeper(Sweeper):
         self.check_settings()
         fixed = self._fixed_overrides(arguments)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        max_epochs, noise_rate = self._job_settings(fixed)
+        state = self._load_history(sweep_dir, fixed) if self.resume else self._new_history(sweep_dir, fixed)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        max_epochs, noise_rate = self._job_settings(fixed)
-        state = self._load_history(sweep_dir, fixed) if self.resume else self._new_history(fixed)
         state.update(max_epochs=max_epochs, noise_rate=noise_rate)
         theta = np.array([state["theta"][-1]["alpha"], state["theta"][-1]["beta"]]).T
         returns = []
@@ -378,18 +389,28 @@ class S2ESweeper(Sweeper):
         return list(arguments)
 
     def _job_settings(self, fixed: list[str]) -> tuple[int, float | None]:
-        """Composes one job's config: checks the method uses a schedule, and returns
-        trainer.max_epochs (the schedule's T) and noise.rate (Co-teaching's τ, for the plot)."""
+        """Composes one job's config: checks the method uses a schedule and logs the reward
+        metric on a validation split, and returns trainer.max_epochs (the schedule's T) and
+        noise.rate (Co-teaching's τ, for the plot)."""
         from omegaconf import OmegaConf
 
         overrides = fixed + ["schedule=s2e", f"schedule.params={format_params(S2E_SCALES)}"]
         cfg = self.hydra_context.config_loader.load_sweep_config(
             master_config=self.config, sweep_overrides=overrides
         )
-        if not uses_schedule(OmegaConf.select(cfg, "method._target_", default=None)):
-            name = OmegaConf.select(cfg, "method.name", default="?")
+        target = OmegaConf.select(cfg, "method._target_", default=None)
+        name = OmegaConf.select(cfg, "method.name", default="?")
+        if not uses_schedule(target):
             raise ConfigError(f"method={name} uses no forget-rate schedule, so S2E has nothing "
                               "to search; use a small-loss method such as method=coteaching.")
+        allowed = reward_metrics(target)
+        if self.metric not in allowed:
+            raise ConfigError(f"hydra.sweeper.metric={self.metric} is not logged by method={name}; its "
+                              f"accuracies on the noisy validation labels are: {', '.join(allowed)}.")
+        val_fraction = OmegaConf.select(cfg, "data.val_fraction", default=None)
+        if val_fraction is not None and not float(val_fraction) > 0:
+            raise ConfigError(f"data.val_fraction={val_fraction} leaves no validation split to reward S2E "
+                              "with; set data.val_fraction > 0 (e.g. 0.1).")
         max_epochs = int(OmegaConf.select(cfg, "trainer.max_epochs", default=200) or 200)
         rate = OmegaConf.select(cfg, "noise.rate", default=None)
         return max_epochs, (None if rate is None else float(rate))
@@ -428,7 +449,10 @@ class S2ESweeper(Sweeper):
 
     # -- state -------------------------------------------------------------------------------
 
-    def _new_history(self, fixed: list[str]) -> dict:
+    def _new_history(self, sweep_dir: Path, fixed: list[str]) -> dict:
+        if (sweep_dir / HISTORY).is_file():
+            raise ConfigError(f"hydra.sweep.dir={sweep_dir} already holds an S2E search ({HISTORY}); continue "
+                              "it with hydra.sweeper.resume=true, or start a new one in another folder.")
         k = len(S2E_SCALES)
         return {
             "method": "S2E (Yao et al., ICML 2020)", "metric": self.metric,
@@ -452,13 +476,19 @@ class S2ESweeper(Sweeper):
             raise ConfigError(f"hydra.sweeper.resume=true but {path} does not exist; pass the "
                               "old search's folder as hydra.sweep.dir=<dir>.")
         state = json.loads(path.read_text())
-        if state.get("fixed_overrides") != fixed:
-            log.warning("S2E resume: the overrides differ from the first run's (%s vs %s).",
-                        state.get("fixed_overrides"), fixed)
-        if state.get("metric") != self.metric:
-            log.warning("S2E resume: metric %s differs from the first run's %s.",
-                        self.metric, state.get("metric"))
-        state["settings"] = self._settings()
+        first = state.get("fixed_overrides") or []
+        if first != fixed:
+            raise ConfigError(f"hydra.sweeper.resume=true needs the overrides of the search in {sweep_dir} "
+                              f"('{' '.join(first)}'), got '{' '.join(fixed)}'; resume with those, or start a "
+                              "new search in another hydra.sweep.dir.")
+        before, now = state.get("settings") or {}, self._settings()
+        changed = [f"{key} {before.get(key)} -> {value}" for key, value in now.items()
+                   if key not in RESUMABLE_CHANGES and before.get(key, value) != value]
+        if changed:
+            raise ConfigError(f"hydra.sweeper.resume=true with other search settings than the search in "
+                              f"{sweep_dir} ({', '.join(changed)}); only iterations and max_batch_size may "
+                              "change when resuming.")
+        state["settings"] = now
         log.info("S2E: resuming %s after iteration %d (next job %d).", path,
                  state["completed_iterations"], state["next_job_idx"])
         return state
@@ -491,6 +521,17 @@ class S2ESweeper(Sweeper):
         header = ("# The best schedule S2E found so far. Reuse it in a normal run with\n"
                   f"#   schedule=s2e {params}\n")
         write_bytes_atomic(path, (header + OmegaConf.to_yaml(summary)).encode())
+
+
+def reward_metrics(target: str) -> list[str]:
+    """The metrics S2E may maximise for the method class ``target``: its accuracies on the
+    noisy validation labels, for each network it reports (``_net2`` etc. for all but the first,
+    as ``LNLMethod`` logs them)."""
+    from hydra.utils import get_class
+
+    networks = get_class(target).reported
+    suffixes = [""] + [f"_{net}" for net in networks[1:]]
+    return [name + suffix for suffix in suffixes for name in NOISY_VALIDATION]
 
 
 def uses_schedule(target: str | None) -> bool:

@@ -135,10 +135,30 @@ def test_the_official_quirk_mode_runs_and_changes_theta():
     np.testing.assert_allclose(official_step(theta, others, rewards, 1.0), new)
 
 
-def test_a_test_metric_is_refused():
-    with pytest.raises(ConfigError, match="test-set metric"):
-        S2ESweeper(metric="test/acc").check_settings()
-    S2ESweeper(metric="val/acc_best").check_settings()
+@pytest.mark.parametrize("metric", ["test/acc", "test/acc_last10", "test/acc_at_best_val", "val/clean_acc",
+                                    "val/clean_acc_net2", "train/label_precision", "train/detection_auc",
+                                    "val/loss", "val/acc_clean", "acc", "val/accuracy"])
+def test_only_accuracies_on_the_noisy_validation_labels_can_be_the_reward(metric):
+    with pytest.raises(ConfigError, match="is not an accuracy on the noisy validation labels") as error:
+        S2ESweeper(metric=metric).check_settings()
+    assert "\n" not in str(error.value)
+    for allowed in ("val/acc", "val/acc_best", "val/acc_net2", "val/acc_best_net2"):
+        S2ESweeper(metric=allowed).check_settings()
+
+
+def test_the_reward_names_are_those_the_method_logs_for_each_network():
+    from noisylab.methods.ce import CrossEntropy
+    from noisylab.methods.coteaching import CoTeaching
+    from noisylab.s2e import reward_metrics
+    from tests.conftest import tiny_method
+
+    schedule = {"name": "coteaching", "form": "paper", "tau": None, "num_gradual": 10, "exponent": 1}
+    for cls, settings in ((CoTeaching, {"schedule": schedule}), (CrossEntropy, {})):
+        method = tiny_method(cls, **settings)
+        logged = [name + method._suffix(net) for net in method.reported for name in ("val/acc", "val/acc_best")]
+        assert reward_metrics(f"{cls.__module__}.{cls.__qualname__}") == logged
+    assert reward_metrics("noisylab.methods.coteaching.CoTeaching") == [
+        "val/acc", "val/acc_best", "val/acc_net2", "val/acc_best_net2"]
 
 
 # ---------------------------------------------------------------- the sweeper on a fake app
@@ -266,21 +286,45 @@ def test_the_sweeper_launches_rewards_updates_and_resumes(fake_app):
     assert resumed["trials"][:6] == trials and resumed["theta"][:3] == history["theta"]
     assert (sweep / "8" / "results.json").is_file()
 
+    # one history never mixes two searches: other overrides, other settings, or a new search
+    # in the same folder are refused before anything is launched or rewritten
+    multirun = (sweep / "multirun.yaml").read_text()
+    for overrides, sentence in [
+        (["hydra.sweeper.iterations=4", "hydra.sweeper.resume=true", "crash_job=1", "bad_job=0"],
+         "hydra.sweeper.resume=true needs the overrides of the search in "
+         f"{sweep} ('crash_job=1 bad_job=2'), got 'crash_job=1 bad_job=0'; resume with those, or start a new search "
+         "in another hydra.sweep.dir."),
+        (["hydra.sweeper.iterations=4", "hydra.sweeper.resume=true", "hydra.sweeper.samples_per_iteration=4",
+          "crash_job=1", "bad_job=2"], "(samples_per_iteration 3 -> 4)"),
+        (["hydra.sweeper.iterations=4", "hydra.sweeper.resume=true", "hydra.sweeper.metric=val/acc_best", *small],
+         "(metric val/acc -> val/acc_best)"),
+        (["hydra.sweeper.iterations=4", *small], "already holds an S2E search (s2e_history.json)"),
+    ]:
+        done = run(*overrides)
+        assert done.returncode == 2 and sentence in done.stderr, (overrides, done.stderr[-2000:])
+        assert done.stderr.strip().splitlines()[-1].startswith("noisylab: error: ")
+    assert json.loads((sweep / "s2e_history.json").read_text()) == resumed
+    assert (sweep / "multirun.yaml").read_text() == multirun and not (sweep / "9").exists()
+
 
 def test_the_sweeper_refuses_bad_settings_with_one_sentence(fake_app):
-    run, _ = fake_app
+    run, sweep = fake_app
     for overrides, sentence in [
-        (["hydra.sweeper.metric=test/acc"], "is a test-set metric"),
+        (["hydra.sweeper.metric=test/acc"], "test/acc is not an accuracy on the noisy validation labels"),
+        (["hydra.sweeper.metric=val/clean_acc"], "val/clean_acc is not an accuracy on the noisy validation labels"),
+        (["hydra.sweeper.metric=val/acc_net3"], "hydra.sweeper.metric=val/acc_net3 is not logged by "
+         "method=smallloss; its accuracies on the noisy validation labels are: val/acc, val/acc_best, val/acc_net2, "
+         "val/acc_best_net2."),
+        (["+data.val_fraction=0"], "data.val_fraction=0 leaves no validation split to reward S2E with"),
         (["crash_job=3,4"], "'crash_job=3,4' is a sweep"),
         (["method=ce"], "method=ce uses no forget-rate schedule"),
         (["schedule=s2e", "schedule.params=[0.5]"], "sets the schedule itself"),
-        (["hydra.sweeper.metric=val/nothing", "hydra.sweeper.samples_per_iteration=2"],
-         "none of the 2 jobs of iteration 1 gave a 'val/nothing'"),
     ]:
         done = run(*overrides)
         assert done.returncode == 2, (overrides, done.stderr[-2000:])
         assert "noisylab: error: " in done.stderr and sentence in done.stderr
         assert "Traceback" not in done.stderr
+        assert not sweep.exists()  # refused before any job (or file) was made
 
 
 # ---------------------------------------------------------------- the real command line
