@@ -1,4 +1,7 @@
-from noisylab.train import main
+from noisylab.interrupts import exit_when_interrupted
 
 if __name__ == "__main__":
-    main()
+    with exit_when_interrupted():  # Ctrl-C while the heavy modules load: one sentence, exit 130
+        from noisylab.train import main
+
+        main()

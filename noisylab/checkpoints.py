@@ -1,4 +1,4 @@
-"""Runs that survive kills and say how to resume.
+"""Checkpoints that survive kills, and run folders that never mix two runs.
 
 * ``LastCheckpoint`` (conf/callbacks/default.yaml) writes ``<run dir>/checkpoints/last.ckpt``
   at the end of every epoch: the checkpoint goes to ``.last.ckpt.partial`` beside it, is
@@ -9,13 +9,8 @@
   the new one, and a second run in the same folder gets ``last-v1.ckpt`` beside the first
   run's ``last.ckpt``.) The checkpoint also carries the epoch's metrics, so a run resumed
   from its final epoch (killed while testing) reports what the uninterrupted run reports.
-* ``stop_on_signals``: SIGTERM and SIGINT (Ctrl-C) raise ``Interrupted`` where the run is; no
-  results are written, and ``noisylab.train.task`` prints one sentence with the command that
-  resumes the run (from the last finished epoch, into the same folder), writes it to the
-  folder's ``error.txt`` and exits with 128 + the signal number (143 for SIGTERM, 130 for
-  SIGINT). The unfinished epoch is trained again on resume, so the resumed run ends exactly
-  as an uninterrupted one (the batch order is a function of seed and epoch, the random
-  states are in the checkpoint).
+* ``noisylab.interrupts``: SIGTERM and SIGINT stop the run; ``LastCheckpoint`` tells the
+  ``Interrupted`` exception which checkpoint (and how many epochs) it can resume from.
 * ``prepare_run_dir``: a run started in a folder that already holds a run replaces it: the
   earlier ``results.json``, ``per_sample.npz``, ``error.txt``, checkpoints and metrics CSV are
   removed first (with a warning), except the checkpoint this run resumes from. A run resumed
@@ -24,25 +19,22 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import logging
-import shlex
-import signal
-import threading
 from pathlib import Path
 
 from pytorch_lightning.callbacks import Checkpoint
 
+from noisylab.interrupts import Interrupted
 from noisylab.results import commit, write_bytes_atomic
 
 log = logging.getLogger("noisylab")
 
 LAST = "last.ckpt"
 PARTIAL = ".last.ckpt.partial"
-STALE_FILES = ("results.json", "per_sample.npz", "error.txt")
 METRICS_CSV = Path("csv") / "metrics.csv"
+STALE_FILES = ("results.json", "per_sample.npz", "error.txt", str(METRICS_CSV), "csv/hparams.yaml")
 
 
 class LastCheckpoint(Checkpoint):
@@ -70,15 +62,15 @@ class LastCheckpoint(Checkpoint):
         if trainer.is_global_zero:
             self.dirpath.mkdir(parents=True, exist_ok=True)
         try:
-            trainer.save_checkpoint(partial)  # every rank takes part; rank 0 writes
+            trainer.save_checkpoint(partial, weights_only=False)  # every rank takes part; rank 0 writes
             if trainer.is_global_zero:
                 commit(partial, self.path)
+            self.saved, self.saved_epochs = self.path, trainer.current_epoch + 1
         except BaseException:
             if trainer.is_global_zero:
                 partial.unlink(missing_ok=True)
             raise
         trainer.strategy.barrier("LastCheckpoint.save")
-        self.saved, self.saved_epochs = self.path, trainer.current_epoch + 1
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         self.trainer = trainer
@@ -93,68 +85,11 @@ class LastCheckpoint(Checkpoint):
         self.saved_epochs = state_dict.get("epochs")
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        if isinstance(exception, Interrupted) and exception.checkpoint is None and self.saved is not None:
+        """Tells an ``Interrupted`` what it can resume from: this run's last.ckpt, else (a
+        resumed run stopped before its first epoch ended) the epochs of the checkpoint it
+        came from."""
+        if isinstance(exception, Interrupted) and exception.checkpoint is None:
             exception.checkpoint, exception.epochs = self.saved, self.saved_epochs
-
-
-# ---------------------------------------------------------------------------- signals
-
-
-class Interrupted(BaseException):
-    """SIGTERM or SIGINT arrived. A BaseException (like KeyboardInterrupt, which Lightning
-    would turn into ``sys.exit(1)``), so no ``except Exception`` swallows it. ``checkpoint``
-    and ``epochs``: what the run can be resumed from, filled in by ``LastCheckpoint``."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = int(signum)
-        self.checkpoint: Path | None = None
-        self.epochs: int | None = None
-
-    @property
-    def exit_status(self) -> int:
-        return 128 + self.signum
-
-
-@contextlib.contextmanager
-def stop_on_signals():
-    """Within the block SIGTERM and SIGINT raise ``Interrupted`` (once: a second signal
-    during the shutdown is ignored). Lightning chains its own SIGTERM handler before ours."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        for number in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(number, signal.SIG_IGN)
-        raise Interrupted(signum)
-
-    previous = {number: signal.signal(number, handler) for number in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for number, old in previous.items():
-            signal.signal(number, old)
-
-
-def resume_command(overrides: list[str], checkpoint: Path, output_dir: Path) -> str:
-    """The command line that resumes a run from ``checkpoint`` into its own folder."""
-    kept = [o for o in overrides if o.lstrip("+~").split("=")[0] != "ckpt_path" and not o.startswith("hydra.")]
-    words = ["python", "-m", "noisylab", *kept, f"ckpt_path={Path(checkpoint).resolve()}",
-             f"hydra.run.dir={Path(output_dir).resolve()}"]
-    return " ".join(shlex.quote(word) for word in words)
-
-
-def interrupted_sentence(stop: Interrupted, overrides: list[str], output_dir: Path, resumed_from=None,
-                         max_epochs: int | None = None) -> str:
-    """One sentence: which signal stopped the run, and the command that resumes it."""
-    name = signal.Signals(stop.signum).name
-    checkpoint = stop.checkpoint or (Path(resumed_from) if resumed_from else None)
-    if checkpoint is None:
-        return (f"stopped by {name} before the first epoch ended, so there is no checkpoint to resume from; "
-                "run the same command again to start over.")
-    done = "" if stop.epochs is None else f" after {stop.epochs}" + (f" of {max_epochs}" if max_epochs else "") + " epochs"
-    return f"stopped by {name}{done}; resume with: {resume_command(overrides, checkpoint, output_dir)}"
 
 
 # ---------------------------------------------------------------------------- the run folder
@@ -173,7 +108,7 @@ def prepare_run_dir(output_dir: Path, ckpt_path: str | None) -> list[dict]:
     source = Path(ckpt_path).resolve() if ckpt_path else None
     earlier = read_csv_rows(source.parent.parent / METRICS_CSV) if source is not None else []
     checkpoints = output_dir / "checkpoints"
-    stale = [output_dir / name for name in STALE_FILES] + [output_dir / METRICS_CSV]
+    stale = [output_dir / name for name in STALE_FILES]
     stale += [p for p in sorted(checkpoints.glob("*.ckpt")) if p.resolve() != source and p != source]
     stale += sorted(checkpoints.glob(".*.partial"))
     found = [p for p in stale if p.is_file() or p.is_symlink()]

@@ -514,12 +514,16 @@ def plot_curves(path: Path, title: str, cells: dict, groups: list[tuple], keys: 
             if curve is None:
                 continue
             mean, std, seeds = curve
-            epochs, color = np.arange(len(mean)), f"C{lines.index(rest) % 10}"
+            epochs, color = np.arange(len(mean), dtype=float), f"C{lines.index(rest) % 10}"
+            if len(mean) <= 2:  # short runs: the groups side by side at each epoch, not on top of each other
+                epochs += 0.1 * (lines.index(rest) - (len(lines) - 1) / 2) / max(len(lines) / 4, 1)
             axis = axes[row][column]
             axis.plot(epochs, mean, color=color, marker="o" if len(mean) <= 30 else None, markersize=4,
                       label=f"{label} ({seeds} seed{'s' if seeds > 1 else ''})")
-            if std is not None:
+            if std is not None and len(mean) > 2:
                 axis.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
+            elif std is not None:  # a band over one or two epochs is too thin to see
+                axis.errorbar(epochs, mean, yerr=std, fmt="none", ecolor=color, capsize=4)
             drawn = True
     if not drawn:
         return False
@@ -529,7 +533,12 @@ def plot_curves(path: Path, title: str, cells: dict, groups: list[tuple], keys: 
         for row, (_, name) in enumerate(metrics):
             axis = axes[row][column]
             axis.set_ylabel(f"{name} (%)")
-            axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+            longest = max((len(line.get_xdata()) for line in axis.lines), default=1)
+            axis.set_xlim(-0.5, longest - 0.5)
+            if longest <= 15:
+                axis.set_xticks(range(longest))
+            else:
+                axis.xaxis.set_major_locator(MaxNLocator(integer=True))
             axis.grid(alpha=0.3)
             if axis.lines:
                 axis.legend(fontsize=7 if len(lines) > 6 else 8)

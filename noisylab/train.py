@@ -250,30 +250,31 @@ def task(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from noisylab.checkpoints import Interrupted, interrupted_sentence, rank_zero, stop_on_signals
+    from noisylab.checkpoints import rank_zero
+    from noisylab.interrupts import Interrupted, interrupted_sentence, stop_on_signals
 
-    try:
-        with stop_on_signals():
+    with stop_on_signals():  # the handling below runs with further signals ignored
+        try:
             results = run(cfg)
-    except Interrupted as stop:
-        overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-        sentence = interrupted_sentence(stop, overrides, Path(cfg.paths.output_dir), cfg.get("ckpt_path"),
-                                        cfg.trainer.get("max_epochs"))
-        record_error(cfg, sentence)
-        if rank_zero():
-            print(f"noisylab: {sentence}", file=sys.stderr, flush=True)
-        sys.exit(stop.exit_status)
-    except NoisyLabError as error:
-        record_error(cfg, str(error))
-        multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-        if multirun:
-            log.error("%s", error)
-            return float("nan")
-        print(f"noisylab: error: {error}", file=sys.stderr, flush=True)
-        sys.exit(2)
-    except Exception as error:  # a bug: the traceback follows, the folder keeps the reason
-        record_error(cfg, f"crashed: {type(error).__name__}: {error}")
-        raise
+        except Interrupted as stop:
+            overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+            sentence = interrupted_sentence(stop, overrides, Path(cfg.paths.output_dir), cfg.get("ckpt_path"),
+                                            cfg.trainer.get("max_epochs"))
+            record_error(cfg, sentence)
+            if rank_zero():
+                print(f"noisylab: {sentence}", file=sys.stderr, flush=True)
+            sys.exit(stop.exit_status)
+        except NoisyLabError as error:
+            record_error(cfg, str(error))
+            multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+            if multirun:
+                log.error("%s", error)
+                return float("nan")
+            print(f"noisylab: error: {error}", file=sys.stderr, flush=True)
+            sys.exit(2)
+        except Exception as error:  # a bug: the traceback follows, the folder keeps the reason
+            record_error(cfg, f"crashed: {type(error).__name__}: {error}")
+            raise
     if results.pop("rank") == 0:
         print_summary(results)
     metric = cfg.get("optimized_metric")
@@ -318,5 +319,8 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
 
 def main() -> float | None:
+    from noisylab.interrupts import exit_when_interrupted
+
     sys.argv[1:] = rewrite_overrides(sys.argv[1:])
-    return _hydra_main()
+    with exit_when_interrupted():  # Ctrl-C while starting up: one sentence, no traceback
+        return _hydra_main()

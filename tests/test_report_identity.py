@@ -173,10 +173,12 @@ def test_a_moved_sweep_keeps_its_curves_one_epoch_runs_included(tmp_path, capsys
 
 def test_plots_have_a_title_a_legend_markers_and_a_band(tmp_path, monkeypatch):
     """What plot_curves draws, read back from its matplotlib figure."""
+    from matplotlib.collections import PolyCollection
     from matplotlib.figure import Figure
 
-    job(tmp_path, "0", 0.9, seed=0, overrides=["noise=sym50", "seed=0"], curve=[(0.5, 0.6), (0.6, 0.7)])
-    job(tmp_path, "1", 0.8, seed=1, overrides=["noise=sym50", "seed=1"], curve=[(0.7, 0.8), (0.8, 0.9)])
+    job(tmp_path, "0", 0.9, seed=0, overrides=["noise=sym50", "seed=0"], curve=[(0.5, 0.6), (0.6, 0.7), (0.7, 0.7)])
+    job(tmp_path, "1", 0.8, seed=1, overrides=["noise=sym50", "seed=1"], curve=[(0.7, 0.8), (0.8, 0.9), (0.9, 0.9)])
+    job(tmp_path, "2", 0.8, seed=0, overrides=["noise=sym20", "seed=0"], curve=[(0.9, 0.9)], **{"noise.name": "sym20"})
     figures = []
     original = Figure.savefig
     monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: (figures.append(self), original(self, *a, **k)))
@@ -186,5 +188,9 @@ def test_plots_have_a_title_a_legend_markers_and_a_band(tmp_path, monkeypatch):
     top = figure.axes[0]
     assert top.get_legend() is not None and top.get_legend().get_texts()[0].get_text() == "coteaching_plus (2 seeds)"
     (line,) = top.lines
-    assert line.get_marker() == "o" and line.get_ydata().tolist() == pytest.approx([60.0, 70.0])
-    assert len(top.collections) == 1  # the ± std band
+    assert line.get_marker() == "o" and line.get_ydata().tolist() == pytest.approx([60.0, 70.0, 80.0])
+    (band,) = top.collections  # the ± std band
+    assert isinstance(band, PolyCollection)
+    one_epoch = figure.axes[1]  # sym20: one seed of one epoch, a point in the middle of its axis
+    assert one_epoch.get_title() == "sym20" and one_epoch.get_xlim() == (-0.5, 0.5)
+    assert one_epoch.lines[0].get_ydata().tolist() == [90.0] and not one_epoch.collections

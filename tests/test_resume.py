@@ -16,14 +16,8 @@ import pytest
 import torch
 from pytorch_lightning import Callback
 
-from noisylab.checkpoints import (
-    Interrupted,
-    LastCheckpoint,
-    interrupted_sentence,
-    merge_metrics_csv,
-    prepare_run_dir,
-    read_csv_rows,
-)
+from noisylab.checkpoints import LastCheckpoint, merge_metrics_csv, prepare_run_dir, read_csv_rows
+from noisylab.interrupts import Interrupted, interrupted_sentence
 from noisylab.train import run, task
 from tests.test_cli import noisylab
 
@@ -177,10 +171,12 @@ def test_an_earlier_run_in_the_folder_is_replaced_except_the_checkpoint_resumed_
                  "checkpoints/last-v1.ckpt", "checkpoints/.last.ckpt.partial", "noisy_labels.npz"):
         (run / name).write_text("old")
     (run / "csv" / "metrics.csv").write_text("epoch,step,val/acc\n0,9,0.5\n1,19,0.6\n2,29,0.7\n")
+    (run / "csv" / "hparams.yaml").write_text("seed: 0\n")
     earlier = prepare_run_dir(run, str(run / "checkpoints" / "last.ckpt"))  # resumed in place
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt"]
     assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "csv", "noisy_labels.npz"]
     assert [row["epoch"] for row in earlier] == ["0", "1", "2"]
+    assert not any((run / "csv").iterdir())  # the CSV logger finds an empty folder (no warning)
     # the resumed run logs epochs 2 and 3 (with a new column): one CSV, epoch 2 from the new run
     (run / "csv" / "metrics.csv").write_text("epoch,step,test/acc,val/acc\n2,29,,0.75\n3,39,0.8,0.9\n")
     merge_metrics_csv(run / "csv" / "metrics.csv", earlier)

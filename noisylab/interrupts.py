@@ -1,0 +1,91 @@
+"""SIGTERM and SIGINT (Ctrl-C) stop a run with the command that resumes it.
+
+``stop_on_signals``: within it both signals raise ``Interrupted`` wherever the program is; no
+results are written, and ``noisylab.train.task`` prints one sentence with the command that
+resumes the run (from its last finished epoch, ``checkpoints/last.ckpt``, into the same
+folder), writes it to the folder's ``error.txt`` and exits with 128 + the signal number (143
+for SIGTERM, 130 for SIGINT). The unfinished epoch is trained again on resume, so the resumed
+run ends exactly as an uninterrupted one (the batch order is a function of seed and epoch,
+the random states are in the checkpoint). ``exit_when_interrupted`` does the same around the
+whole command (a signal while starting up: one sentence, no traceback). Standard library
+only, so that it is in place before the heavy imports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shlex
+import signal
+import sys
+import threading
+from pathlib import Path
+
+
+class Interrupted(BaseException):
+    """SIGTERM or SIGINT arrived. A BaseException (like KeyboardInterrupt, which Lightning
+    would turn into ``sys.exit(1)``), so no ``except Exception`` swallows it. ``checkpoint``
+    and ``epochs``: what the run can be resumed from, filled in by ``LastCheckpoint``."""
+
+    def __init__(self, signum: int) -> None:
+        self.name = signal.Signals(signum).name
+        super().__init__(self.name)
+        self.signum = int(signum)
+        self.checkpoint: Path | None = None
+        self.epochs: int | None = None
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + self.signum
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+    """Within the block SIGTERM and SIGINT raise ``Interrupted`` (once: a second signal
+    during the shutdown is ignored). Lightning chains its own SIGTERM handler before ours."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        for number in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(number, signal.SIG_IGN)
+        raise Interrupted(signum)
+
+    previous = {number: signal.signal(number, handler) for number in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for number, old in previous.items():
+            signal.signal(number, old)
+
+
+def resume_command(overrides: list[str], checkpoint: Path, output_dir: Path) -> str:
+    """The command line that resumes a run from ``checkpoint`` into its own folder."""
+    kept = [o for o in overrides if o.lstrip("+~").split("=")[0] != "ckpt_path" and not o.startswith("hydra.")]
+    words = ["python", "-m", "noisylab", *kept, f"ckpt_path={Path(checkpoint).resolve()}",
+             f"hydra.run.dir={Path(output_dir).resolve()}"]
+    return " ".join(shlex.quote(word) for word in words)
+
+
+def interrupted_sentence(stop: Interrupted, overrides: list[str], output_dir: Path, resumed_from=None,
+                         max_epochs: int | None = None) -> str:
+    """One sentence: which signal stopped the run, and the command that resumes it."""
+    name = stop.name
+    checkpoint = stop.checkpoint or (Path(resumed_from) if resumed_from else None)
+    if checkpoint is None:
+        return (f"stopped by {name} before the first epoch ended, so there is no checkpoint to resume from; "
+                "run the same command again to start over.")
+    done = "" if stop.epochs is None else f" after {stop.epochs}" + (f" of {max_epochs}" if max_epochs else "") + " epochs"
+    return f"stopped by {name}{done}; resume with: {resume_command(overrides, checkpoint, output_dir)}"
+
+
+@contextlib.contextmanager
+def exit_when_interrupted():
+    """Around a whole command: a signal outside a run (starting up, between the jobs of a
+    multirun) ends it with one sentence and 128 + the signal number."""
+    try:
+        with stop_on_signals():
+            yield
+    except Interrupted as stop:
+        print(f"noisylab: stopped by {stop.name} outside a run; nothing to resume.", file=sys.stderr, flush=True)
+        sys.exit(stop.exit_status)
