@@ -16,3 +16,8 @@ class ConfigError(NoisyLabError):
 
 class DatasetError(NoisyLabError):
     """Dataset files are missing or corrupt; the message says where they must be."""
+
+
+class DivergenceError(NoisyLabError):
+    """Training diverged (a non-finite or exploding loss, non-finite weights): the message
+    names the epoch and step, and what to change."""

@@ -27,11 +27,26 @@ Conventions (``../shared/methods``, "Cross-cutting conventions"):
 * human: CIFAR-10N / CIFAR-100N annotations read from the user's label file.
 * feature_dependent (MSLG, Algan & Ulusoy, ICPR 2020): a "student" network's class
   probabilities pick which samples are mislabelled and to what (:func:`feature_dependent`).
+
+Rates that leave no information are refused (:func:`check_rate`): the true label must stay
+the most frequent observed label of its class, so symmetric noise over the other classes
+needs r <= (C-1)/C, pair and asymmetric flips r < 0.5.
+
+A run's noise is described by what was applied (:func:`describe`, :func:`fingerprint`): kind,
+rate, convention, seed, a label ``name`` derived from them (``sym20``, ``pair45``, never the
+preset's name), where the labels came from and a hash of the noisy labels. ``noisy_labels.npz``
+stores this description; :func:`read_noise_file` reads such a file back for
+``noise.load_from`` and :func:`check_file_agrees` refuses one whose kind, rate or convention
+differ from the config's (the seed and fingerprint are then the file's).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -76,10 +91,26 @@ def draw_from_rows(labels: np.ndarray, matrix: np.ndarray, rng: np.random.Genera
     return (u >= cumulative).sum(axis=1).astype(np.int64)
 
 
-def check_rate(rate: float) -> float:
+def check_rate(rate: float, kind: str = "symmetric", num_classes: int | None = None,
+               include_true_class: bool = False) -> float:
+    """``rate`` if noise of ``kind`` at that rate keeps the true label the most frequent one
+    of its class (symmetric over the other classes: r <= (C-1)/C, where every label is equally
+    likely; pair and asymmetric: r < 0.5); else one sentence saying what is allowed."""
     if not 0.0 <= float(rate) < 1.0:
         raise ConfigError(f"noise.rate must lie in [0, 1), got {rate}.")
-    return float(rate)
+    rate = float(rate)
+    if kind == "none" and rate != 0.0:
+        raise ConfigError(f"noise.rate must be 0 with noise.kind=none (clean labels), got {rate}; "
+                          "choose a noise model (e.g. noise=sym20) for noisy labels.")
+    if kind in ("pair", "asymmetric") and rate >= 0.5:
+        raise ConfigError(f"noise.rate={rate} is too high for {kind} noise: at 0.5 the flipped label is as "
+                          "frequent as the true one and above it the majority; use a rate below 0.5.")
+    if kind == "symmetric" and not include_true_class and num_classes and rate > (num_classes - 1) / num_classes:
+        bound = (num_classes - 1) / num_classes
+        raise ConfigError(f"noise.rate={rate} is too high for symmetric noise over {num_classes} classes: above "
+                          f"(C-1)/C = {bound:.4g} a wrong label is more frequent than the true one; use at most "
+                          f"{bound:.4g}.")
+    return rate
 
 
 def symmetric_matrix(num_classes: int, rate: float) -> np.ndarray:
@@ -127,7 +158,7 @@ CIFAR100_GROUPS = ("superclass", "blocks")
 
 
 def symmetric(clean, num_classes, rate, rng, include_true_class=False) -> NoisyLabels:
-    rate = check_rate(rate)
+    rate = check_rate(rate, "symmetric", num_classes, include_true_class)
     if include_true_class:
         noisy = clean.copy()
         chosen = rng.permutation(len(clean))[: int(rate * len(clean))]
@@ -137,12 +168,12 @@ def symmetric(clean, num_classes, rate, rng, include_true_class=False) -> NoisyL
 
 
 def pair(clean, num_classes, rate, rng) -> NoisyLabels:
-    rate = check_rate(rate)
+    rate = check_rate(rate, "pair")
     return realised(clean, draw_from_rows(clean, pair_matrix(num_classes, rate), rng), num_classes)
 
 
 def asymmetric(clean, num_classes, rate, rng, mapping: dict[int, int]) -> NoisyLabels:
-    rate = check_rate(rate)
+    rate = check_rate(rate, "asymmetric")
     matrix = mapping_matrix(num_classes, rate, mapping)
     return realised(clean, draw_from_rows(clean, matrix, rng), num_classes)
 
@@ -284,3 +315,116 @@ def make_noisy_labels(
     raise ConfigError(
         f"Unknown noise kind '{kind}'; choose none, symmetric, pair, asymmetric, human or feature_dependent."
     )
+
+
+# ------------------------------------------------------------------------- identity
+PREFIXES = {"symmetric": "sym", "pair": "pair", "asymmetric": "asym", "feature_dependent": "feat"}
+
+
+def noise_name(noise_cfg) -> str:
+    """The label of the noise a config applies, derived from its kind and rate (``sym20``,
+    ``pair45``, ``sym80_all`` for symmetric noise over all classes, ``asym40_blocks`` for JoCoR's
+    CIFAR-100 blocks, ``feat40`` for feature-dependent noise); human noise keeps its label set's
+    name, clean labels are ``none``."""
+    kind = str(noise_cfg.get("kind", "none"))
+    if kind == "none":
+        return "none"
+    if kind not in PREFIXES:
+        return str(noise_cfg.get("name", kind))
+    percent = format(round(100 * float(noise_cfg.get("rate", 0.0) or 0.0), 6), "g")
+    suffix = ""
+    if kind == "symmetric" and noise_cfg.get("include_true_class"):
+        suffix = "_all"
+    if kind == "asymmetric" and noise_cfg.get("cifar100_groups") == "blocks":
+        suffix = "_blocks"
+    return f"{PREFIXES[kind]}{percent}{suffix}"
+
+
+def describe(noise_cfg, asymmetric_map: str | None = None) -> dict:
+    """What the config asks for: ``name`` (:func:`noise_name`), ``kind``, nominal ``rate``,
+    ``convention`` (symmetric: ``other_classes`` or ``all_classes``; pair: ``next_class``;
+    asymmetric: the class map, ``mnist``, ``cifar10``, ``superclass`` or ``blocks``; human: the
+    label set's key; feature-dependent: whose probabilities and the tie rule) and the noise
+    ``seed`` (None where nothing is drawn)."""
+    kind = str(noise_cfg.get("kind", "none"))
+    convention = None
+    if kind == "symmetric":
+        convention = "all_classes" if noise_cfg.get("include_true_class") else "other_classes"
+    elif kind == "pair":
+        convention = "next_class"
+    elif kind == "asymmetric":
+        groups = noise_cfg.get("cifar100_groups") or "superclass"
+        convention = groups if asymmetric_map == "superclass" else asymmetric_map
+    elif kind == "human":
+        convention = HUMAN_KEYS.get(str(noise_cfg.get("name")), (None, noise_cfg.get("key")))[1]
+    elif kind == "feature_dependent":  # whose probabilities, and how their ties are broken
+        student = "student_file" if noise_cfg.get("student_file") else "own_student"
+        convention = f"{student}, ties {noise_cfg.get('tie_rule') or 'stable'}"
+    drawn = kind in PREFIXES
+    return {"name": noise_name(noise_cfg), "kind": kind, "rate": float(noise_cfg.get("rate", 0.0) or 0.0),
+            "convention": convention, "seed": int(noise_cfg.get("seed", 0) or 0) if drawn else None}
+
+
+def fingerprint(labels: np.ndarray) -> str:
+    """A short hash of a label vector (the noisy labels of a run): equal labels, equal hash."""
+    return hashlib.sha256(np.ascontiguousarray(labels, dtype="<i8").tobytes()).hexdigest()[:16]
+
+
+def describe_text(identity: dict) -> str:
+    text = f"{identity.get('kind')} noise at rate {identity.get('rate'):g}"
+    return text + (f" ({identity['convention']})" if identity.get("convention") else "")
+
+
+@dataclass
+class NoiseFile:
+    """A ``noisy_labels.npz`` read back: the labels and the description stored with them
+    (None in files written before descriptions were stored)."""
+
+    path: Path
+    noisy: np.ndarray
+    clean: np.ndarray
+    identity: dict | None
+
+
+def read_noise_file(path) -> NoiseFile:
+    """Reads ``noise.load_from``; any problem is one sentence naming the file."""
+    path = Path(str(path)).expanduser().absolute()
+    where = f"noise.load_from={path}"
+    if not path.exists():
+        raise ConfigError(f"{where} does not exist; give the noisy_labels.npz written by an earlier run.")
+    if not path.is_file():
+        raise ConfigError(f"{where} is not a file; give the noisy_labels.npz written by an earlier run.")
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            arrays = {key: saved[key] for key in saved.files if key in ("noisy", "clean", "noise")}
+    except Exception as error:  # noqa: BLE001 - any reader failure is the same user error
+        raise ConfigError(f"{where} cannot be read as a noisy_labels.npz ({type(error).__name__}: "
+                          f"{str(error).splitlines()[0] if str(error) else 'unreadable'}).") from None
+    if "noisy" not in arrays or "clean" not in arrays:
+        raise ConfigError(f"{where} holds no noisy and clean label arrays; give the noisy_labels.npz of an earlier run.")
+    noisy, clean = arrays["noisy"], arrays["clean"]
+    if (noisy.ndim != 1 or noisy.shape != clean.shape or not np.issubdtype(noisy.dtype, np.integer)
+            or not np.issubdtype(clean.dtype, np.integer)):
+        raise ConfigError(f"{where} holds malformed labels (noisy {noisy.dtype}{list(noisy.shape)}, clean "
+                          f"{clean.dtype}{list(clean.shape)}); both must be integer vectors of one length.")
+    identity = None
+    if "noise" in arrays:
+        try:
+            identity = json.loads(str(arrays["noise"]))
+        except ValueError:
+            raise ConfigError(f"{where} holds a malformed noise description.") from None
+    return NoiseFile(path, noisy.astype(np.int64), clean.astype(np.int64), identity)
+
+
+def check_file_agrees(saved: NoiseFile, wanted: dict) -> None:
+    """Refuses a noise file whose kind, rate or convention differ from the config's."""
+    where = f"noise.load_from={saved.path}"
+    if saved.identity is None:
+        raise ConfigError(f"{where} does not record which noise it holds (an older file), so it cannot be checked "
+                          "against the config; re-create it with a run of this version.")
+    have = saved.identity
+    same = (have.get("kind") == wanted["kind"] and have.get("convention") == wanted["convention"]
+            and math.isclose(float(have.get("rate", -1)), wanted["rate"], abs_tol=1e-9))
+    if not same:
+        raise ConfigError(f"{where} holds {describe_text(have)} but the config asks for {describe_text(wanted)}; "
+                          f"match the noise config to the file ({have.get('name')}) or drop noise.load_from.")

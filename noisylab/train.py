@@ -18,8 +18,11 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from noisylab.errors import NoisyLabError
+from noisylab.noise import noise_name
 
 log = logging.getLogger("noisylab")
+# ${noise_name:${noise}}: the label of the noise applied (sym20 for noise=sym50 noise.rate=0.2), for folder names
+OmegaConf.register_new_resolver("noise_name", noise_name, replace=True)
 
 
 def config_dir() -> str:
@@ -71,11 +74,11 @@ def trusted_per_class(cfg: DictConfig, cls) -> int:
 def run_facts(cfg: DictConfig, datamodule):
     from noisylab.methods.contract import RunFacts
 
-    noisy = datamodule.noisy
+    noisy, noise = datamodule.noisy, datamodule.noise_summary
     return RunFacts(
         num_classes=datamodule.num_classes, input_shape=tuple(datamodule.input_shape),
         train_size=datamodule.train_size, max_epochs=int(cfg.trainer.max_epochs),
-        noise_rate=float(cfg.noise.get("rate", 0.0) or 0.0), noise_kind=str(cfg.noise.get("kind", "none")),
+        noise_rate=noise["rate"], noise_kind=noise["kind"], noise_fingerprint=noise["fingerprint"],
         transition=None if noisy is None else tuple(map(tuple, noisy.transition.tolist())),
         class_names=None if datamodule.class_names is None else tuple(datamodule.class_names),
         trusted_size=datamodule.trusted_size,
@@ -151,6 +154,9 @@ def one_line_warning(message, category, filename, lineno, line=None) -> str:
 def run(cfg: DictConfig) -> dict:
     """Trains and tests one configuration; returns the results written to disk (by rank 0)
     plus ``rank``, this process's global rank under DDP."""
+    from noisylab.schema import check_config
+
+    check_config(cfg)  # every group's types, ranges and keys, before the heavy imports
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 

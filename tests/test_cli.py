@@ -114,7 +114,8 @@ def test_ddp_on_two_cpu_processes_writes_one_results_file(tmp_path):
 @pytest.mark.parametrize("overrides,sentence", [
     (["method=jocor", "method.co_lamda=0.9"],
      "method.co_lamda is not a setting of method=jocor; its settings are: schedule, co_lambda, fused."),
-    (["+protocol.optimizer.momentm=0.9"], "optimizer setting momentm is not one of adam's: name, lr, betas, weight_decay."),
+    (["+protocol.optimizer.momentm=0.9"], "protocol.optimizer.momentm is not a setting of protocol.optimizer; "
+                                          "its settings are: name, lr, betas, weight_decay."),
 ])
 def test_a_misspelled_setting_is_one_sentence(tmp_path, overrides, sentence):
     done = noisylab(tmp_path, *FAST, *overrides)

@@ -15,6 +15,7 @@ from that set instead, and the training split keeps all the rest.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -25,7 +26,16 @@ import torch
 from noisylab.data.batches import BatchTransform, TensorBatches
 from noisylab.data.sources import Source, load_source
 from noisylab.errors import ConfigError
-from noisylab.noise import NoisyLabels, make_noisy_labels, realised
+from noisylab.noise import (
+    NoisyLabels,
+    check_file_agrees,
+    describe,
+    fingerprint,
+    make_noisy_labels,
+    noise_name,
+    read_noise_file,
+    realised,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +64,7 @@ class NoisyDataModule(pl.LightningDataModule):
         )
         self.source: Source | None = None
         self.noisy: NoisyLabels | None = None
+        self.noise_origin: dict = {}  # where the noisy labels came from (noise_summary)
 
     # ----------------------------------------------------------------------------- setup
     def prepare(self) -> None:
@@ -65,7 +76,7 @@ class NoisyDataModule(pl.LightningDataModule):
             self._prepare_files()
         else:
             self._prepare_arrays()
-        log.info("noise %s: realised rate %.4f", self.noise_cfg.get("name"), self.noisy.actual_rate)
+        log.info("noise %s: realised rate %.4f", noise_name(self.noise_cfg), self.noisy.actual_rate)
 
     def setup(self, stage: str | None = None) -> None:
         self.prepare()
@@ -126,22 +137,29 @@ class NoisyDataModule(pl.LightningDataModule):
 
     @property
     def noise_summary(self) -> dict:
+        """The noise as applied (``noisylab.noise.describe``): name, kind, rate, convention and
+        seed, ``source`` (``generated``, the ``noise.load_from`` file, the label file of human
+        noise, or the dataset's own labels), the realised rate and the noisy labels' fingerprint."""
         self.prepare()
         return {
-            "name": self.noise_cfg.get("name"),
-            "kind": self.noise_cfg.get("kind"),
-            "rate": float(self.noise_cfg.get("rate", 0.0) or 0.0),
+            **describe(self.noise_cfg, self.source.asymmetric_map),
+            "source": "generated", **self.noise_origin,
             "actual_rate": round(self.noisy.actual_rate, 6),
-            "seed": int(self.noise_cfg.get("seed", 0)),
+            "fingerprint": fingerprint(self.noisy.labels),
         }
 
     def _noisy_labels(self, source: Source) -> NoisyLabels:
         load_from = self.noise_cfg.get("load_from")
         if load_from:
-            saved = np.load(Path(str(load_from)).expanduser())
-            if saved["clean"].shape != source.y_train.shape or not np.array_equal(saved["clean"], source.y_train):
+            saved = read_noise_file(load_from)
+            check_file_agrees(saved, describe(self.noise_cfg, source.asymmetric_map))
+            if saved.clean.shape != source.y_train.shape or not np.array_equal(saved.clean, source.y_train):
                 raise ConfigError(f"noise.load_from={load_from} was saved for other data than {source.name}.")
-            return realised(source.y_train, saved["noisy"], source.num_classes)
+            self.noise_origin = {"source": str(saved.path), "seed": saved.identity.get("seed")}
+            return realised(source.y_train, saved.noisy, source.num_classes)
+        origin = {"human": "file", "feature_dependent": "student_file"}.get(str(self.noise_cfg.get("kind")))
+        if origin and self.noise_cfg.get(origin):  # the labels or the student's probabilities come from a file
+            self.noise_origin = {"source": str(Path(str(self.noise_cfg.get(origin))).expanduser().absolute())}
 
         def human_labels(key):
             from noisylab.data import readers
@@ -181,6 +199,9 @@ class NoisyDataModule(pl.LightningDataModule):
             trusted_index = self._pick_trusted(target_order, source.y_target, target_classes, "samples in the target set")
             train_index = pool
             trusted_x, trusted_y, trusted_name = source.x_target, source.y_target, "target"
+        if len(train_index) == 0:
+            raise ConfigError(f"data.val_fraction={val_fraction} and data.trusted_per_class={self.trusted_per_class} "
+                              f"leave no noisy training samples of the {len(order)} available.")
         self.train = _subset(train_index, source.x_train, noisy, clean)
         self.val = _subset(val_index, source.x_train, noisy, clean) if n_val else None
         self.trusted = _subset(trusted_index, trusted_x, trusted_y, trusted_y) if len(trusted_index) else None
@@ -211,6 +232,7 @@ class NoisyDataModule(pl.LightningDataModule):
         self.train, self.val, self.trusted, self.test, self.noisy = clothing1m_splits(
             self.source, self.data_cfg, self.trusted_per_class
         )
+        self.noise_origin = {"source": "dataset (real web noise)"}
         self.split_index = {}
 
     def _move_to(self, device: torch.device) -> None:
@@ -289,6 +311,7 @@ class NoisyDataModule(pl.LightningDataModule):
         self.prepare()
         path = Path(directory) / "noisy_labels.npz"
         clean = self.source.y_train if self.source.y_train is not None else np.zeros(0, np.int64)
-        np.savez_compressed(path, noisy=self.noisy.labels, clean=clean,
-                            transition=self.noisy.transition, **{f"{k}_index": v for k, v in self.split_index.items()})
+        np.savez_compressed(path, noisy=self.noisy.labels, clean=clean, transition=self.noisy.transition,
+                            noise=np.array(json.dumps(self.noise_summary)),  # read back by noise.read_noise_file
+                            **{f"{k}_index": v for k, v in self.split_index.items()})
         return path

@@ -38,6 +38,23 @@ class Source:
     target_class_names: list[str] | None = None
 
 
+# Per dataset: the number of classes and the semantic class map for asymmetric noise (None: no
+# map). Known before any file is read, so that a config can be checked up front
+# (svhn_to_mnist: its default source_classes; num_classes() counts the configured ones).
+DATASETS: dict[str, tuple[int, str | None]] = {
+    "digits": (10, "mnist"), "mnist1d": (10, "mnist"), "mnist": (10, "mnist"), "cifar10": (10, "cifar10"),
+    "cifar100": (100, "superclass"), "svhn": (10, None), "clothing1m": (14, None), "toy2d": (2, None),
+    "svhn_to_mnist": (5, None),
+}
+
+
+def num_classes(cfg) -> int:
+    """The number of training classes the ``data`` config ``cfg`` gives, without reading data."""
+    if cfg.get("name") == "svhn_to_mnist" and cfg.get("source_classes") is not None:
+        return len(cfg.get("source_classes"))
+    return DATASETS[cfg.get("name")][0]
+
+
 def digits(cfg) -> Source:
     """scikit-learn's bundled 8x8 digits (1,797 images, values 0..16), split train/test."""
     from sklearn.datasets import load_digits
@@ -46,10 +63,14 @@ def digits(cfg) -> Source:
     bunch = load_digits()
     x = (bunch.data / 16.0).astype(np.float32).reshape(-1, 1, 8, 8)
     y = bunch.target.astype(np.int64)
-    x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=float(cfg.get("test_fraction", 0.25)), random_state=0, stratify=y
-    )
-    return Source("digits", 10, (1, 8, 8), x_train, y_train, x_test, y_test, asymmetric_map="mnist")
+    fraction = float(cfg.get("test_fraction", 0.25))
+    try:
+        x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=fraction, random_state=0, stratify=y)
+    except ValueError:
+        raise ConfigError(f"data.test_fraction={fraction} leaves fewer than one image per class in the training "
+                          f"or the test split of digits ({len(y)} images, 10 classes).") from None
+    num_classes, asymmetric_map = DATASETS["digits"]
+    return Source("digits", num_classes, (1, 8, 8), x_train, y_train, x_test, y_test, asymmetric_map=asymmetric_map)
 
 
 def mnist1d(cfg) -> Source:
@@ -61,9 +82,10 @@ def mnist1d(cfg) -> Source:
     data = make_dataset(args)
     x_train = data["x"].astype(np.float32)
     x_test = data["x_test"].astype(np.float32)
+    num_classes, asymmetric_map = DATASETS["mnist1d"]
     return Source(
-        "mnist1d", 10, (x_train.shape[1],), x_train, data["y"].astype(np.int64),
-        x_test, data["y_test"].astype(np.int64), asymmetric_map="mnist",
+        "mnist1d", num_classes, (x_train.shape[1],), x_train, data["y"].astype(np.int64),
+        x_test, data["y_test"].astype(np.int64), asymmetric_map=asymmetric_map,
     )
 
 
@@ -72,7 +94,8 @@ def data_root(cfg) -> Path:
     return Path(str(cfg.root)).expanduser().absolute()
 
 
-def _from_arrays(name, num_classes, arrays, asymmetric_map) -> Source:
+def _from_arrays(name, arrays) -> Source:
+    num_classes, asymmetric_map = DATASETS[name]
     return Source(
         name, num_classes, tuple(arrays.x_train.shape[1:]), arrays.x_train, arrays.y_train,
         arrays.x_test, arrays.y_test, coarse_train=arrays.coarse_train, asymmetric_map=asymmetric_map,
@@ -91,28 +114,28 @@ def mnist(cfg) -> Source:
     from noisylab.data import readers
 
     _maybe_download(cfg, "mnist")
-    return _from_arrays("mnist", 10, readers.read_mnist(data_root(cfg)), "mnist")
+    return _from_arrays("mnist", readers.read_mnist(data_root(cfg)))
 
 
 def cifar10(cfg) -> Source:
     from noisylab.data import readers
 
     _maybe_download(cfg, "cifar10")
-    return _from_arrays("cifar10", 10, readers.read_cifar10(data_root(cfg)), "cifar10")
+    return _from_arrays("cifar10", readers.read_cifar10(data_root(cfg)))
 
 
 def cifar100(cfg) -> Source:
     from noisylab.data import readers
 
     _maybe_download(cfg, "cifar100")
-    return _from_arrays("cifar100", 100, readers.read_cifar100(data_root(cfg)), "superclass")
+    return _from_arrays("cifar100", readers.read_cifar100(data_root(cfg)))
 
 
 def svhn(cfg) -> Source:
     from noisylab.data import readers
 
     _maybe_download(cfg, "svhn")
-    return _from_arrays("svhn", 10, readers.read_svhn(data_root(cfg)), None)
+    return _from_arrays("svhn", readers.read_svhn(data_root(cfg)))
 
 
 def toy2d(cfg) -> Source:
@@ -134,7 +157,8 @@ def toy2d(cfg) -> Source:
     x_train, y_train = points("num_source", 500)
     x_target, y_target = points("target_pool", 1000)
     x_test, y_test = points("num_test", 1000)
-    return Source("toy2d", 2, (2,), x_train, y_train, x_test, y_test, x_target=x_target, y_target=y_target)
+    return Source("toy2d", DATASETS["toy2d"][0], (2,), x_train, y_train, x_test, y_test, x_target=x_target,
+                  y_target=y_target)
 
 
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, as PIL's convert("L") / torchvision's Grayscale
@@ -208,7 +232,7 @@ def clothing1m(cfg) -> Source:
 
     files = readers.read_clothing1m(data_root(cfg))
     size = int(cfg.get("crop_size", 224))
-    return Source("clothing1m", 14, (3, size, size), files=files, class_names=files.class_names)
+    return Source("clothing1m", DATASETS["clothing1m"][0], (3, size, size), files=files, class_names=files.class_names)
 
 
 SOURCES = {

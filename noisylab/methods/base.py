@@ -40,32 +40,21 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
 from noisylab.errors import ConfigError
-from noisylab.methods.contract import RunFacts, Stage, StageSpan, plan_stages
+from noisylab.methods.contract import QUIRK_MODES, RunFacts, Stage, StageSpan, plan_stages
 from noisylab.models import build_model
+from noisylab.schema import optimizer_settings
 
-QUIRK_MODES = ("paper", "official")
 log = logging.getLogger("noisylab")
 
 
-OPTIMIZER_SETTINGS = {"adam": ("name", "lr", "betas", "weight_decay"),
-                      "sgd": ("name", "lr", "momentum", "weight_decay", "nesterov")}
-
-
 def build_optimizer(parameters, cfg) -> torch.optim.Optimizer:
-    name = cfg.get("name", "adam")
-    unknown = [key for key in cfg if key not in OPTIMIZER_SETTINGS.get(name, (key,))]
-    if unknown:
-        raise ConfigError(f"optimizer setting {unknown[0]} is not one of {name}'s: "
-                          f"{', '.join(OPTIMIZER_SETTINGS[name])}.")
-    lr = float(cfg.lr)
-    weight_decay = float(cfg.get("weight_decay", 0.0))
-    if name == "adam":
-        betas = tuple(cfg.get("betas", (0.9, 0.999)))
-        return torch.optim.Adam(parameters, lr=lr, betas=betas, weight_decay=weight_decay)
-    if name == "sgd":
-        return torch.optim.SGD(parameters, lr=lr, momentum=float(cfg.get("momentum", 0.9)),
-                               weight_decay=weight_decay, nesterov=bool(cfg.get("nesterov", False)))
-    raise ConfigError(f"Unknown optimizer '{name}'; choose adam or sgd.")
+    """The optimiser ``cfg`` names (adam or sgd), its settings checked by ``noisylab.schema``."""
+    settings = optimizer_settings(cfg)
+    if settings["name"] == "adam":
+        return torch.optim.Adam(parameters, lr=settings["lr"], betas=tuple(settings["betas"]),
+                                weight_decay=settings["weight_decay"])
+    return torch.optim.SGD(parameters, lr=settings["lr"], momentum=settings["momentum"],
+                           weight_decay=settings["weight_decay"], nesterov=settings["nesterov"])
 
 
 def lr_factor(cfg, epoch: int, max_epochs: int) -> float:
@@ -403,6 +392,7 @@ class LNLMethod(pl.LightningModule):
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["noisylab_method"] = f"{type(self).__module__}.{type(self).__qualname__}"  # checked at resume
         checkpoint["noisylab_history"] = self.history
         name, keys, position, has_gauss, cached = np.random.get_state()
         checkpoint["noisylab_rng"] = {  # plain types and tensors: loads with weights_only
@@ -412,6 +402,17 @@ class LNLMethod(pl.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        trained_on = ((checkpoint.get("hyper_parameters") or {}).get("facts") or {}).get("noise_fingerprint")
+        if self._trainer is not None and trained_on and trained_on != self.facts.noise_fingerprint:
+            raise ConfigError(f"ckpt_path={self.trainer.ckpt_path} was trained on other noisy labels (fingerprint "
+                              f"{trained_on}) than this run's ({self.facts.noise_fingerprint}); resume it with the "
+                              "data and noise it was trained on.")
+        saved, own = checkpoint.get("state_dict", {}), self.state_dict()
+        other = next((k for k in own if k in saved and tuple(saved[k].shape) != tuple(own[k].shape)), None)
+        other = other or next((k for k in own if k not in saved), None) or next((k for k in saved if k not in own), None)
+        if self._trainer is not None and other is not None:
+            raise ConfigError(f"ckpt_path={self.trainer.ckpt_path} holds other networks than this run builds (first "
+                              f"difference: {other}); resume it with the model and data it was trained with.")
         self.history = checkpoint.get("noisylab_history", {})
         rng = checkpoint.get("noisylab_rng")
         if rng is not None and self._trainer is not None:  # resuming: continue the random streams

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 from noisylab.errors import ConfigError
 
+# quirks=paper: the paper's algorithm; quirks=official: every official-code behaviour a method lists.
+QUIRK_MODES = ("paper", "official")
 # Arguments the run itself hands to every method: not user settings of ``method.*``.
 RUN_ARGUMENTS = ("facts", "model", "protocol", "quirks", "settings", "self")
 # Keys of a method's config that describe it rather than configure its class (the model and
@@ -31,8 +33,10 @@ class RunFacts:
 
     ``transition`` is the realised noise transition matrix, ``transition[i][j] = P(observed j
     | true i)``, for oracle corrections (a ceiling, clearly labelled where used);
-    ``noise_rate`` is the nominal rate of the noise config and ``noise_kind`` its model
-    (``symmetric``, ``pair``, ``asymmetric``, ``human``, ``feature_dependent``, ``none``).
+    ``noise_rate`` is the nominal rate of the noise applied and ``noise_kind`` its model
+    (``symmetric``, ``pair``, ``asymmetric``, ``human``, ``feature_dependent``, ``none``);
+    ``noise_fingerprint`` is a hash of the noisy labels (a checkpoint trained on other labels
+    is refused at resume).
     ``target_classes`` names the classes of the trusted (target) and test sets when they are
     another label space than the training set's (a transfer setting, ``data=svhn_to_mnist``:
     a method then needs a target head with ``len(target_classes)`` outputs over the shared
@@ -48,6 +52,7 @@ class RunFacts:
     class_names: tuple[str, ...] | None = None
     trusted_size: int = 0
     target_classes: tuple[str, ...] | None = None
+    noise_fingerprint: str | None = None
 
     @classmethod
     def of(cls, value: RunFacts | Mapping) -> RunFacts:

@@ -1,0 +1,169 @@
+"""Bad input through the command line, one case per row: exit status 2, exactly one line on
+stderr naming the key, no traceback, no results, and no heavy import before the refusal."""
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from noisylab.data.datamodule import NoisyDataModule
+from noisylab.errors import ConfigError
+from noisylab.schema import check_config
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN_ONCE = ["method=ce", "model=mlp", "debug=limit", "trainer.enable_progress_bar=false"]
+
+
+def noisylab(run_dir: Path, *overrides, python_flags=()):
+    command = [sys.executable, *python_flags, "-m", "noisylab", "data=digits", *overrides, f"hydra.run.dir={run_dir}"]
+    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """Files the cases point at: noise files (written by the datamodule, hand-made broken ones)
+    and checkpoints of a real 2-epoch ce run."""
+    tmp = tmp_path_factory.mktemp("inputs")
+    digits = OmegaConf.create({"name": "digits", "test_fraction": 0.25, "val_fraction": 0.1})
+    sym20 = OmegaConf.create({"name": "sym20", "kind": "symmetric", "rate": 0.2, "seed": 0})
+    (tmp / "sym20").mkdir()
+    written = NoisyDataModule(digits, sym20).save_noisy_labels(tmp / "sym20")
+    with np.load(written) as saved:
+        np.savez(tmp / "legacy.npz", noisy=saved["noisy"], clean=saved["clean"])  # no noise description
+    np.savez(tmp / "no_labels.npz", transition=np.eye(3))
+    (tmp / "text.npz").write_text("not an archive\n")
+    (tmp / "text.ckpt").write_text("not a checkpoint\n")
+    with zipfile.ZipFile(tmp / "other.ckpt", "w") as archive:  # a torch.save-like archive, not Lightning's
+        archive.writestr("archive/data.pkl", pickle.dumps({"weights": [1.0, 2.0]}))
+    trained = noisylab(tmp / "ce", *TRAIN_ONCE)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    return {"sym20": written, "ckpt": tmp / "ce" / "checkpoints" / "last.ckpt", "dir": tmp}
+
+
+CASES = [  # through the CLI: (overrides, a part of the sentence); {name}: a path of the files fixture
+    (["seed=abc"], "seed must be an integer in [0, 4294967295], got 'abc'."),
+    (["method.batch_size=0"], "protocol.batch_size must be an integer >= 1, got 0."),
+    (["method.optimizer.lr=-1"], "protocol.optimizer.lr must be a number > 0, got -1."),
+    (["trainer.max_epochs=-3"], "trainer.max_epochs must be an integer >= 1"),
+    (["trainer.max_epochs=0"], "trainer.max_epochs must be an integer >= 1"),
+    (["trainer.max_epochs=-1"], "trainer.max_epochs must be an integer >= 1"),
+    (["+trainer.max_epoch=3"], "trainer.max_epoch is not an argument of Lightning's Trainer (did you mean "
+                               "max_epochs?)."),
+    (["data.test_fraction=1.0"], "data.test_fraction must be a number in (0, 1), got 1.0."),
+    (["data.val_fraction=1"], "data.val_fraction must be a number in [0, 1), got 1."),
+    (["data.augment=flip"], "data.augment must be 'none', 'crop' or 'crop_flip', got 'flip'."),
+    (["+data.foo=1"], "data.foo is not a setting of data; its settings are: name, root,"),
+    (["+protocol.optimizer.momentm=0.9"], "protocol.optimizer.momentm is not a setting of protocol.optimizer; its "
+                                          "settings are: name, lr, betas, weight_decay."),
+    (["protocol=mixup", "+method.optimizer.momentm=0.9"], "protocol.optimizer.momentm is not a setting of "
+                                                          "protocol.optimizer (did you mean momentum?)"),
+    (["protocol.optimizer.name=adagrad"], "protocol.optimizer.name must be one of 'adam', 'sgd', got 'adagrad'."),
+    (["noise.rate=1.5"], "noise.rate must lie in [0, 1), got 1.5."),
+    (["noise.rate=0.95"], "noise.rate=0.95 is too high for symmetric noise over 10 classes"),
+    (["noise=pair45", "noise.rate=0.5"], "noise.rate=0.5 is too high for pair noise"),
+    (["noise=none", "noise.rate=0.3"], "noise.rate must be 0 with noise.kind=none (clean labels), got 0.3;"),
+    (["noise.load_from={dir}/missing.npz"], "noise.load_from={dir}/missing.npz does not exist;"),
+    (["noise.load_from={dir}/text.npz"], "noise.load_from={dir}/text.npz cannot be read as a noisy_labels.npz"),
+    (["noise=sym50", "noise.load_from={sym20}"], "noise.load_from={sym20} holds symmetric noise at rate 0.2 "
+                                                 "(other_classes) but the config asks for symmetric noise at rate 0.5"),
+    (["model=mlp", "model.hidden=[0]"], "model.hidden[0] must be an integer >= 1, got 0."),
+    (["schedule.tau=2"], "schedule.tau must lie in [0, 1), got 2.0."),
+    (["quirks=official_code"], "quirks must be 'paper' or 'official', got 'official_code'."),
+    (["+colour=red"], "colour is not a setting of noisylab's config;"),
+    (["ckpt_path={dir}/missing.ckpt"], "ckpt_path={dir}/missing.ckpt does not exist;"),
+    (["ckpt_path={dir}/text.ckpt"], "ckpt_path={dir}/text.ckpt is not a readable PyTorch Lightning checkpoint"),
+    (["method=coteaching", "ckpt_path={ckpt}"], "ckpt_path={ckpt} is a checkpoint of CrossEntropy "
+                                                "(noisylab.methods.ce.CrossEntropy), not of method=coteaching"),
+    (["method=ce", "protocol.epochs=1", "ckpt_path={ckpt}"], "ckpt_path={ckpt} was saved at epoch 1 (0-based), past "
+                                                             "trainer.max_epochs=1;"),
+]
+MORE_CASES = [  # the same check_config in-process, to keep the file fast
+    (["seed=-1"], "seed must be an integer in [0, 4294967295], got -1."),
+    (["seed=1.5"], "seed must be an integer in [0, 4294967295], got 1.5."),
+    (["protocol.batch_size=0"], "protocol.batch_size must be an integer >= 1, got 0."),
+    (["protocol.optimizer.lr=-1"], "protocol.optimizer.lr must be a number > 0, got -1."),
+    (["protocol.epochs=0"], "protocol.epochs must be an integer >= 1, got 0."),
+    (["+trainer.limit_train_batches=-1"], "trainer.limit_train_batches must be an integer >= 0 (batches) or a number"),
+    (["data.trusted_per_class=-2"], "data.trusted_per_class must be an integer >= 0, got -2."),
+    (["data.eval_batch_size=0"], "data.eval_batch_size must be an integer >= 1, got 0."),
+    (["protocol=mixup", "protocol.optimizer.momentum=1.5"],
+     "protocol.optimizer.momentum must be a number in [0, 1), got 1.5."),
+    (["protocol.optimizer.betas=[0.9]"], "protocol.optimizer.betas must be two numbers in [0, 1), got [0.9]."),
+    (["protocol.lr_schedule.decay_start=-5"], "protocol.lr_schedule.decay_start must be an integer >= 0, got -5."),
+    (["protocol.augment=crop_fli"], "protocol.augment must be 'none', 'crop' or 'crop_flip' or null, got "
+                                    "'crop_fli'."),
+    (["noise.rate=abc"], "noise.rate must be a number, got 'abc'."),
+    (["noise=asym40", "noise.rate=0.6"], "noise.rate=0.6 is too high for asymmetric noise"),
+    (["noise.seed=-1"], "noise.seed must be an integer >= 0, got -1."),
+    (["noise.kind=gaussian"], "noise.kind must be one of 'none', 'symmetric', 'pair', 'asymmetric', 'human', got "
+                              "'gaussian'."),
+    (["noise=asym40", "noise.cifar100_groups=blocks"], "noise.cifar100_groups=blocks applies to data=cifar100 only"),
+    (["noise.load_from={dir}"], "noise.load_from={dir} is not a file;"),
+    (["noise.load_from={dir}/no_labels.npz"], "noise.load_from={dir}/no_labels.npz holds no noisy and clean label"),
+    (["noise.load_from={dir}/legacy.npz"], "noise.load_from={dir}/legacy.npz does not record which noise it holds"),
+    (["noise=pair20", "noise.load_from={sym20}"], "holds symmetric noise at rate 0.2 (other_classes) but the config "
+                                                  "asks for pair noise at rate 0.2 (next_class)"),
+    (["model=mlp", "+model.hiden=[8]"], "model.hiden is not a setting of model (did you mean hidden?); its settings "
+                                        "are: name, hidden, dropout."),
+    (["schedule.num_gradual=ten"], "schedule.num_gradual must be an integer, got 'ten'."),
+    (["logger.csv=1"], "logger.csv must be a group of settings (key: value), got 1."),
+    (["ckpt_path={dir}/other.ckpt"], "ckpt_path={dir}/other.ckpt is a PyTorch file but not a Lightning checkpoint"),
+    (["method=ce", "model=mlp", "model.hidden=[32]", "ckpt_path={ckpt}"],
+     "ckpt_path={ckpt} was trained with model.hidden=[256], but this run has model.hidden=[32];"),
+    (["method=ce", "quirks=official", "ckpt_path={ckpt}"], "ckpt_path={ckpt} was trained with quirks='paper'"),
+]
+
+
+@pytest.mark.parametrize("overrides,sentence", CASES, ids=[" ".join(case[0]) for case in CASES])
+def test_bad_input_is_refused_with_one_sentence(tmp_path, files, overrides, sentence):
+    paths = {k: str(v) for k, v in files.items()}
+    done = noisylab(tmp_path / "run", *[o.format(**paths) for o in overrides])
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("noisylab: error: "), done.stderr[-2000:]
+    assert sentence.format(**paths) in lines[0]
+    assert "Traceback" not in done.stdout + done.stderr
+    assert not (tmp_path / "run" / "results.json").exists()
+    assert (tmp_path / "run" / "error.txt").read_text().strip() == lines[0].removeprefix("noisylab: error: ")
+
+
+@pytest.mark.parametrize("overrides,sentence", MORE_CASES, ids=[" ".join(case[0]) for case in MORE_CASES])
+def test_more_bad_input_is_refused_with_one_sentence(make_cfg, files, overrides, sentence):
+    paths = {k: str(v) for k, v in files.items()}
+    with pytest.raises(ConfigError) as refused:
+        check_config(make_cfg("data=digits", *[o.format(**paths) for o in overrides]))
+    assert sentence.format(**paths) in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_refusals_come_before_pytorch_is_imported(tmp_path, files):
+    done = noisylab(tmp_path / "run", "method=coteaching", f"ckpt_path={files['ckpt']}", python_flags=["-X", "importtime"])
+    assert done.returncode == 2 and "is a checkpoint of CrossEntropy" in done.stderr
+    imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert "noisylab.schema" in imported and "noisylab.checkpoint_info" in imported
+    assert not {"torch", "pytorch_lightning", "sklearn"} & imported
+
+
+def test_the_model_schemas_list_each_builders_settings():
+    from noisylab.models import MODELS
+    from noisylab.schema import MODEL_SCHEMAS
+
+    schemas = {}
+    for schema in MODEL_SCHEMAS:
+        for name in schema.model_fields["name"].annotation.__args__:
+            schemas[name] = tuple(field for field in schema.model_fields if field != "name")
+    assert schemas == {name: builder.settings for name, builder in MODELS.items()}
+
+
+def test_the_written_noise_file_records_its_noise(files):
+    with np.load(files["sym20"]) as saved:
+        identity = json.loads(str(saved["noise"]))
+    assert (identity["name"], identity["kind"], identity["rate"], identity["convention"]) == \
+        ("sym20", "symmetric", 0.2, "other_classes")
