@@ -88,7 +88,9 @@ class SGD(Group):
 OPTIMIZERS = {"adam": Adam, "sgd": SGD}
 
 
-class NoDecay(Group):
+class NoDecay(Open):
+    """No lr plan; keys left by a plan it replaces (Hydra merges ``{name: none}`` into it) are ignored."""
+
     name: Literal["none"]
 
 
@@ -138,7 +140,7 @@ class Protocol(Group):
 # ---------------------------------------------------------------------------- data
 class Data(Group):
     root: str
-    trusted_per_class: Int(ge=0) = 0
+    trusted_per_class: Int(ge=0) | None = None  # None: the method config's request
     trusted_batch_size: Int(ge=1) | None = None
     eval_batch_size: Int(ge=1) = 512
     augment: Augment = "none"
@@ -202,38 +204,6 @@ class Clothing1M(Data):
 
 
 # ---------------------------------------------------------------------------- noise
-class Noise(Group):
-    name: str
-    rate: float = 0.0  # its range for each kind and dataset: noisylab.noise.check_rate
-    seed: Int(ge=0) = 0
-    load_from: str | None = None
-
-
-class NoNoise(Noise):
-    kind: Literal["none"]
-
-
-class SymmetricNoise(Noise):
-    kind: Literal["symmetric"]
-    include_true_class: bool = False
-
-
-class PairNoise(Noise):
-    kind: Literal["pair"]
-
-
-class AsymmetricNoise(Noise):
-    kind: Literal["asymmetric"]
-    cifar100_groups: Literal["superclass", "blocks"] = "superclass"
-
-
-class HumanNoise(Noise):
-    kind: Literal["human"]
-    file: str | None = None
-    dataset: str | None = None  # a label set not among noisylab.noise.HUMAN_KEYS: its dataset and key
-    key: str | None = None
-
-
 class Student(Group):
     per_class: Int(ge=1) = 10
     hidden: Int(ge=1) = 64
@@ -241,9 +211,22 @@ class Student(Group):
     lr: Float(gt=0) = 0.01
 
 
-class FeatureDependentNoise(Noise):
-    kind: Literal["feature_dependent"]
-    tie_rule: Literal["stable", "official"] = "stable"
+class Noise(Group):
+    """The settings of every noise kind (a sweep over kinds may set a kind's keys for all: a key
+    another kind reads is ignored); the rate's range for each kind and dataset is
+    ``noisylab.noise.check_rate``'s."""
+
+    name: str
+    kind: Literal["none", "symmetric", "pair", "asymmetric", "human", "feature_dependent"]
+    rate: float = 0.0
+    seed: Int(ge=0) = 0
+    load_from: str | None = None
+    include_true_class: bool = False                                # symmetric
+    cifar100_groups: Literal["superclass", "blocks"] = "superclass"  # asymmetric
+    file: str | None = None                                         # human: the label file,
+    dataset: str | None = None                                      # and for a label set not among
+    key: str | None = None                                          # noisylab.noise.HUMAN_KEYS
+    tie_rule: Literal["stable", "official"] = "stable"              # feature_dependent
     student_file: str | None = None
     student: Student | None = None
 
@@ -319,6 +302,7 @@ class Method(Open):
     target: str = Field(alias="_target_")
     name: str
     model: str
+    trusted_per_class: Int(ge=0) | None = None  # the trusted set the method's paper used, per class
 
 
 Limit = Annotated[Int(ge=0) | Float(ge=0, le=1) | None,
@@ -353,8 +337,7 @@ class RunConfig(Group):
     protocol: Protocol
     method: Method
     data: Annotated[Digits | Mnist1d | FileData | Toy2D | SvhnToMnist | Clothing1M, Field(discriminator="name")]
-    noise: Annotated[NoNoise | SymmetricNoise | PairNoise | AsymmetricNoise | HumanNoise | FeatureDependentNoise,
-                     Field(discriminator="kind")]
+    noise: Noise
     model: Annotated[ModelSchema, Field(discriminator="name")]
     schedule: Annotated[CoteachingSchedule | S2ESchedule | ConstantSchedule, Field(discriminator="name")]
     trainer: Trainer

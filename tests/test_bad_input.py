@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from noisylab.data.datamodule import NoisyDataModule
 from noisylab.errors import ConfigError
 from noisylab.schema import check_config
+from noisylab.train import config_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_ONCE = ["method=ce", "model=mlp", "debug=limit", "trainer.enable_progress_bar=false"]
@@ -92,7 +93,7 @@ MORE_CASES = [  # the same check_config in-process, to keep the file fast
     (["protocol.optimizer.lr=-1"], "protocol.optimizer.lr must be a number > 0, got -1."),
     (["protocol.epochs=0"], "protocol.epochs must be an integer >= 1, got 0."),
     (["+trainer.limit_train_batches=-1"], "trainer.limit_train_batches must be an integer >= 0 (batches) or a number"),
-    (["data.trusted_per_class=-2"], "data.trusted_per_class must be an integer >= 0, got -2."),
+    (["data.trusted_per_class=-2"], "data.trusted_per_class must be an integer >= 0 or null, got -2."),
     (["data.eval_batch_size=0"], "data.eval_batch_size must be an integer >= 1, got 0."),
     (["protocol=mixup", "protocol.optimizer.momentum=1.5"],
      "protocol.optimizer.momentum must be a number in [0, 1), got 1.5."),
@@ -103,8 +104,10 @@ MORE_CASES = [  # the same check_config in-process, to keep the file fast
     (["noise.rate=abc"], "noise.rate must be a number, got 'abc'."),
     (["noise=asym40", "noise.rate=0.6"], "noise.rate=0.6 is too high for asymmetric noise"),
     (["noise.seed=-1"], "noise.seed must be an integer >= 0, got -1."),
-    (["noise.kind=gaussian"], "noise.kind must be one of 'none', 'symmetric', 'pair', 'asymmetric', 'human', got "
-                              "'gaussian'."),
+    (["noise.kind=gaussian"], "noise.kind must be 'none', 'symmetric', 'pair', 'asymmetric', 'human' or "
+                              "'feature_dependent', got 'gaussian'."),
+    (["+noise.tie_rul=stable"], "noise.tie_rul is not a setting of noise (did you mean tie_rule?); its settings "
+                                "are: name, kind,"),
     (["noise=asym40", "noise.cifar100_groups=blocks"], "noise.cifar100_groups=blocks applies to data=cifar100 only"),
     (["noise.load_from={dir}"], "noise.load_from={dir} is not a file;"),
     (["noise.load_from={dir}/no_labels.npz"], "noise.load_from={dir}/no_labels.npz holds no noisy and clean label"),
@@ -113,6 +116,7 @@ MORE_CASES = [  # the same check_config in-process, to keep the file fast
                                                   "asks for pair noise at rate 0.2 (next_class)"),
     (["model=mlp", "+model.hiden=[8]"], "model.hiden is not a setting of model (did you mean hidden?); its settings "
                                         "are: name, hidden, dropout."),
+    (["schedule=s2e"], "schedule=s2e needs schedule.params"),
     (["schedule.num_gradual=ten"], "schedule.num_gradual must be an integer, got 'ten'."),
     (["logger.csv=1"], "logger.csv must be a group of settings (key: value), got 1."),
     (["ckpt_path={dir}/other.ckpt"], "ckpt_path={dir}/other.ckpt is a PyTorch file but not a Lightning checkpoint"),
@@ -167,3 +171,30 @@ def test_the_written_noise_file_records_its_noise(files):
         identity = json.loads(str(saved["noise"]))
     assert (identity["name"], identity["kind"], identity["rate"], identity["convention"]) == \
         ("sym20", "symmetric", 0.2, "other_classes")
+
+
+CONF = Path(config_dir())
+DATA = sorted(p.stem for p in (CONF / "data").glob("*.yaml"))
+
+
+def shipped_configs() -> list[list[str]]:
+    """Every method_data / protocol_data pairing and every value of a sweep's grid other than
+    its methods and seeds (the other keys at their first value). Every group option and every
+    sweep's methods pass the schema in tests/test_config.py and tests/test_sweeps.py."""
+    configs = []
+    for group, selector in (("method_data", "method"), ("protocol_data", "protocol")):
+        for p in sorted((CONF / group).glob("*.yaml")):
+            data = max((d for d in DATA if p.stem.endswith(f"_{d}")), key=len)
+            configs.append([f"{selector}={p.stem[: -len(data) - 1]}", f"data={data}"])
+    for p in sorted((CONF / "sweep").glob("*.yaml")):
+        params = {k: [v.strip() for v in str(values).split(",")]
+                  for k, values in OmegaConf.load(p).hydra.sweeper.params.items()}
+        first = {k: v[0] for k, v in params.items()}
+        variations = [{k: value} for k, v in params.items() if k not in ("method", "seed") for value in v[1:]]
+        configs += [[f"+sweep={p.stem}", *(f"{k}={v}" for k, v in {**first, **change}.items())] for change in variations]
+    return configs
+
+
+@pytest.mark.parametrize("overrides", shipped_configs(), ids=" ".join)
+def test_every_shipped_config_passes_the_schema(make_cfg, overrides):
+    check_config(make_cfg(*overrides))

@@ -4,11 +4,12 @@ from pathlib import Path
 
 import pytest
 
+from noisylab.schema import check_config
 from noisylab.train import config_dir
 from tests.conftest import resolved
 
 CONF = Path(config_dir())
-GROUPS = ["method", "data", "noise", "model", "schedule", "trainer", "logger", "callbacks", "experiment"]
+GROUPS = ["method", "data", "noise", "model", "protocol", "schedule", "trainer", "logger", "callbacks", "experiment"]
 
 
 def options(group):
@@ -17,7 +18,10 @@ def options(group):
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
 def test_every_group_option_composes(make_cfg, group, option):
-    cfg = resolved(make_cfg(f"{group}={option}"))
+    cfg = make_cfg(f"{group}={option}")
+    if (group, option) != ("schedule", "s2e"):  # s2e needs the params of a searched schedule
+        check_config(cfg)  # and passes the schema (noisylab/schema.py)
+    cfg = resolved(cfg)
     assert cfg["method"]["name"] and cfg["data"]["name"] and cfg["model"]["name"]
     if group in ("method", "data", "noise"):
         assert cfg[group]["name"] == option

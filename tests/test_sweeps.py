@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from noisylab.schema import check_config
 from noisylab.train import config_dir, method_class
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,6 +26,7 @@ def test_every_job_of_a_sweep_composes(make_cfg, sweep):
     for method in methods:
         cfg = make_cfg(f"+sweep={sweep}", f"method={method}", *others)
         assert cfg.method.name == method
+        check_config(cfg)  # passes the schema (noisylab/schema.py)
         method_class(cfg)  # the target imports
     link = ROOT / "multirun_sweeps" / f"{sweep}.yaml"
     assert link.is_symlink() and link.resolve() == (Path(config_dir()) / "sweep" / f"{sweep}.yaml").resolve()
