@@ -140,11 +140,3 @@ def merge_metrics_csv(path: Path, earlier: list[dict]) -> None:
     writer.writeheader()
     writer.writerows(kept + rows)
     write_bytes_atomic(path, buffer.getvalue().encode())
-
-
-def rank_zero() -> bool:
-    """Whether this process is (or will be) global rank 0, before any Trainer exists."""
-    from lightning_fabric.utilities.rank_zero import rank_zero_only
-
-    return getattr(rank_zero_only, "rank", 0) == 0
-

@@ -14,6 +14,7 @@ only, so that it is in place before the heavy imports.
 from __future__ import annotations
 
 import contextlib
+import os
 import shlex
 import signal
 import sys
@@ -89,3 +90,16 @@ def exit_when_interrupted():
     except Interrupted as stop:
         print(f"noisylab: stopped by {stop.name} outside a run; nothing to resume.", file=sys.stderr, flush=True)
         sys.exit(stop.exit_status)
+
+
+RANK_VARIABLES = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")  # what Lightning reads, in its order
+
+
+def rank_zero() -> bool:
+    """Whether this process is (or will be) global rank 0, before any Trainer exists:
+    Lightning's rank once it is imported, else the environment variables it reads (so that an
+    error found before the heavy imports is reported without them)."""
+    fabric = sys.modules.get("lightning_fabric.utilities.rank_zero")
+    if fabric is not None:
+        return getattr(fabric.rank_zero_only, "rank", 0) == 0
+    return int(next((os.environ[key] for key in RANK_VARIABLES if key in os.environ), "0")) == 0

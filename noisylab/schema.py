@@ -234,7 +234,9 @@ class Noise(Group):
 # ---------------------------------------------------------------------------- model
 # The settings each network's builder takes (noisylab.models: tests/test_bad_input.py checks that
 # these match); values are checked for type here, for range by the builders.
-class Model(Group):
+class PlainNet(Group):
+    """A network without settings."""
+
     name: Literal["cnn6", "cnn8", "lenet", "preact_resnet18", "resnet32"]
 
 
@@ -274,7 +276,7 @@ class WRN(Group):
     variant: str | None = None
 
 
-ModelSchema = Model | MLP | CNN9 | CNN1D | CifarQuick | ResNet50 | WRN
+ModelSchema = PlainNet | MLP | CNN9 | CNN1D | CifarQuick | ResNet50 | WRN
 MODEL_SCHEMAS = typing.get_args(ModelSchema)
 
 

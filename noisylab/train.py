@@ -160,7 +160,8 @@ def run(cfg: DictConfig) -> dict:
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
-    from noisylab.checkpoints import METRICS_CSV, merge_metrics_csv, prepare_run_dir, rank_zero
+    from noisylab.checkpoints import METRICS_CSV, merge_metrics_csv, prepare_run_dir
+    from noisylab.interrupts import rank_zero
     from noisylab.results import to_number, write_json_atomic
 
     started = time.time()
@@ -256,8 +257,7 @@ def task(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from noisylab.checkpoints import rank_zero
-    from noisylab.interrupts import Interrupted, interrupted_sentence, stop_on_signals
+    from noisylab.interrupts import Interrupted, interrupted_sentence, rank_zero, stop_on_signals
 
     with stop_on_signals():  # the handling below runs with further signals ignored
         try:
@@ -289,7 +289,7 @@ def task(cfg: DictConfig) -> float | None:
 
 def record_error(cfg: DictConfig, sentence: str) -> None:
     """``error.txt`` in the run folder (rank 0 only): why the run has no results.json."""
-    from noisylab.checkpoints import rank_zero
+    from noisylab.interrupts import rank_zero
     from noisylab.results import write_bytes_atomic
 
     if rank_zero():
