@@ -308,7 +308,7 @@ def test_report_reads_epoch_curves_from_the_csv_and_plots_them(tmp_path):
     (folder / "csv").mkdir()
     (folder / "csv" / "metrics.csv").write_text(  # Lightning's layout: val and train rows apart
         "epoch,step,test/acc_epoch,train/label_precision\n0,9,0.5,\n0,9,,0.6\n1,19,0.7,\n1,19,,0.8\n")
-    assert report_module.epoch_curves(payload | {"run_dir": str(folder)}) == {
+    assert report_module.epoch_curves(folder) == {
         "test/acc_epoch": [0.5, 0.7], "train/label_precision": [0.6, 0.8]}
     assert "report_curves.png" in report_module.report(tmp_path)
     assert (tmp_path / "report_curves.png").stat().st_size > 1000
