@@ -63,9 +63,13 @@ def trusted_per_class(cfg: DictConfig, cls) -> int:
     is null the method config's request (its paper's); methods that use none take none out."""
     if not cls.needs_trusted:
         return 0
+    from noisylab.methods.contract import fits
+
     value = cfg.data.get("trusted_per_class")
     if value is None:
         value = cfg.method.get("trusted_per_class", 0)
+    if not fits(value, int):
+        raise NoisyLabError(f"data.trusted_per_class must be a whole number of clean samples per class, got {value!r}.")
     if int(value) <= 0:
         raise NoisyLabError(f"method={cfg.method.name} needs a trusted clean set: set data.trusted_per_class > 0.")
     return int(value)
@@ -100,8 +104,12 @@ def build_method(cfg: DictConfig, datamodule):
                                 "not method.schedule.")
         settings["schedule"] = cfg.schedule
     check_settings(cfg.method.name, cls, settings)
-    return cls(facts=run_facts(cfg, datamodule), model=cfg.model, protocol=cfg.protocol,
-               quirks=str(cfg.get("quirks", "paper")), **settings)
+    facts = run_facts(cfg, datamodule)
+    if facts.target_classes and not cls.target_head:
+        raise NoisyLabError(f"data={cfg.data.name} tests on other classes than it trains on (the target classes "
+                            f"{', '.join(facts.target_classes)}), and method={cfg.method.name} has no target head "
+                            "for them; use method=soseleto.")
+    return cls(facts=facts, model=cfg.model, protocol=cfg.protocol, quirks=str(cfg.get("quirks", "paper")), **settings)
 
 
 def build_loggers(cfg: DictConfig) -> list:

@@ -1,12 +1,13 @@
-"""Every reproduction sweep in conf/sweep/ composes for every method it lists (a typo in a
-sweep file would otherwise surface only on the GPU machine, hours later), and each has its
-link in multirun_sweeps/."""
+"""Every reproduction sweep in conf/sweep/ composes for every method it lists, with settings
+the method accepts, of their types (a typo in a sweep file would otherwise surface only on
+the GPU machine, hours later), and each has its link in multirun_sweeps/."""
 
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
+from noisylab.methods.contract import DESCRIPTIVE_KEYS, check_settings
 from noisylab.schema import check_config
 from noisylab.train import config_dir, method_class
 
@@ -27,7 +28,8 @@ def test_every_job_of_a_sweep_composes(make_cfg, sweep):
         cfg = make_cfg(f"+sweep={sweep}", f"method={method}", *others)
         assert cfg.method.name == method
         check_config(cfg)  # passes the schema (noisylab/schema.py)
-        method_class(cfg)  # the target imports
+        settings = {k: v for k, v in cfg.method.items() if k not in DESCRIPTIVE_KEYS}
+        check_settings(method, method_class(cfg), settings)  # the target imports; its settings are its own
     link = ROOT / "multirun_sweeps" / f"{sweep}.yaml"
     assert link.is_symlink() and link.resolve() == (Path(config_dir()) / "sweep" / f"{sweep}.yaml").resolve()
     assert f"`{sweep}`" in (ROOT / "multirun_sweeps" / "README.md").read_text()

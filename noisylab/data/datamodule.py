@@ -26,6 +26,7 @@ import torch
 from noisylab.data.batches import BatchTransform, TensorBatches
 from noisylab.data.sources import Source, load_source
 from noisylab.errors import ConfigError
+from noisylab.methods.contract import fits
 from noisylab.noise import (
     NoisyLabels,
     check_file_agrees,
@@ -58,6 +59,11 @@ class NoisyDataModule(pl.LightningDataModule):
         self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size)
         self.trusted_per_class, self.seed = int(trusted_per_class or 0), int(seed)
         self.serve_trusted = serve_trusted  # the method trains on (noisy, trusted) pairs
+        trusted_batch = data.get("trusted_batch_size")
+        self.trusted_batch_size = self.batch_size if trusted_batch is None else trusted_batch
+        if serve_trusted and not (fits(self.trusted_batch_size, int) and int(self.trusted_batch_size) >= 1):
+            raise ConfigError(f"data.trusted_batch_size must be null (the batch size) or a whole number >= 1, "
+                              f"got {trusted_batch!r}.")
         self.raw_batches = raw_batches  # training inputs reach the method un-augmented (it calls transform)
         self.transform = BatchTransform(
             data.get("augment", "none"), data.get("mean"), data.get("std"), int(data.get("padding", 4))
@@ -262,8 +268,7 @@ class NoisyDataModule(pl.LightningDataModule):
             return noisy
         from pytorch_lightning.utilities import CombinedLoader
 
-        trusted = self._batches(self.trusted, int(self.data_cfg.get("trusted_batch_size", self.batch_size)),
-                                shuffle=True, seed=self.seed + 1)
+        trusted = self._batches(self.trusted, int(self.trusted_batch_size), shuffle=True, seed=self.seed + 1)
         return CombinedLoader({"noisy": noisy, "trusted": trusted}, mode="max_size_cycle")
 
     @property

@@ -93,6 +93,7 @@ class LNLMethod(pl.LightningModule):
     reported: tuple[str, ...] = ("net",)
     needs_trusted: bool = False        # the datamodule serves a trusted clean set beside the noisy one
     raw_batches: bool = False          # training batches arrive un-augmented: the method calls self.view(x)
+    target_head: bool = False          # evaluates on facts.target_classes, another label space (transfer data)
     official_quirks: tuple[str, ...] = ()  # official-code behaviours applied with quirks=official
 
     def __init__(self, *, facts, model, protocol, quirks: str = "paper"):
@@ -384,10 +385,11 @@ class LNLMethod(pl.LightningModule):
         self._sync_per_sample_state()
         auc = self.detection_auc()
         if auc is not None:
-            self.log("train/detection_auc", auc, on_step=False, on_epoch=True)
+            self.log("train/detection_auc", auc, on_step=False, on_epoch=True, batch_size=1)
         for name, (total, count) in self.epoch_sums.items():
             value = total / count if float(count) > 0 else torch.tensor(float("nan"))
-            self.log(name, value, on_step=False, on_epoch=True, sync_dist=True)
+            # once per epoch: batch_size=1 spares Lightning guessing it from a nested (trusted) batch
+            self.log(name, value, on_step=False, on_epoch=True, sync_dist=True, batch_size=1)
         self.epoch_sums = {}
 
     # ------------------------------------------------------------------ checkpoints

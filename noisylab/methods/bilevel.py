@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from noisylab.errors import ConfigError
 from noisylab.methods.base import LNLMethod
 from noisylab.methods.lookahead import Forward, LookaheadSettings, MetaGradient, meta_gradient
 
@@ -29,3 +30,11 @@ class BilevelMethod(LNLMethod):
                       wrt: Sequence[torch.Tensor]) -> MetaGradient:
         """∂ outer(θ̂)/∂ wrt for one look-ahead step of the network on ``inner``."""
         return meta_gradient(self.net, self.optimizer("net"), inner, outer, wrt, self.lookahead)
+
+    def refuse_optimizer_step(self, gradient: str) -> None:
+        """For a ``gradient`` setting computed by ``lookahead.alignment_gradient`` (no step, or
+        one plain SGD step at zero weights): a look-ahead with the optimiser's step would be
+        ignored, so it is refused."""
+        if self.lookahead.step != "sgd":
+            raise ConfigError(f"method.lookahead.step={self.lookahead.step} needs method.gradient=lookahead; "
+                              f"method.gradient={gradient} takes no optimiser step.")

@@ -4,7 +4,9 @@
   (classes, input shape, training-set size, the noise actually realised), handed over as
   one object, so a new fact never widens every constructor.
 * :func:`check_settings` — a method's settings are its constructors' named arguments; an
-  unknown key stops the run with one sentence that lists the accepted ones.
+  unknown key stops the run with one sentence that lists the accepted ones, and so does a
+  value that is not of its argument's type (``bool``, ``int``, ``float``, ``str``, or one of
+  them or ``None``): a word for a number, 2.5 epochs, NaN, "maybe" for a switch.
 * :class:`Stage` — one phase of training (warm-up, main training, retraining from
   scratch); a method returns its list from ``stages()`` and the base runs them.
 """
@@ -13,6 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -136,10 +140,56 @@ def accepted_settings(cls: type) -> list[str]:
 
 
 def check_settings(method_name: str, cls: type, settings: Mapping) -> None:
-    """Stops with one sentence naming any key ``cls`` does not accept."""
+    """Stops with one sentence naming any key ``cls`` does not accept, or a value not of its
+    argument's plain type."""
     accepted = accepted_settings(cls)
     unknown = [key for key in settings if key not in accepted]
     if unknown:
         listed = ", ".join(accepted) if accepted else "none"
         raise ConfigError(f"method.{unknown[0]} is not a setting of method={method_name}; "
                           f"its settings are: {listed}.")
+    types = setting_types(cls)
+    for key, value in settings.items():
+        if key in types and not any(fits(value, kind) for kind in types[key]):
+            allowed = " or ".join(TYPE_WORDS[kind] for kind in types[key])
+            raise ConfigError(f"method.{key} must be {allowed}, got {value!r}.")
+
+
+def require(ok: bool, key: str, value, allowed: str) -> None:
+    """A constructor's range check: stops with "method.<key> must <allowed>, got <value>."
+    unless ``ok`` (written as what holds, so that NaN fails it)."""
+    if not ok:
+        raise ConfigError(f"method.{key} must {allowed}, got {value}.")
+
+
+TYPE_WORDS = {bool: "true or false", int: "a whole number", float: "a finite number", str: "a word",
+              type(None): "null"}
+
+
+def setting_types(cls: type) -> dict[str, tuple[type, ...]]:
+    """Setting name -> the plain types its annotation allows (``int | None``: int, None);
+    settings of other types (a nested block, a schedule) are left out."""
+    types: dict[str, tuple[type, ...]] = {}
+    for klass in reversed(cls.__mro__):
+        init = klass.__dict__.get("__init__")
+        names = [] if init is None else [
+            name for name, parameter in inspect.signature(init).parameters.items()
+            if name not in RUN_ARGUMENTS and parameter.kind not in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL)]
+        hints = typing.get_type_hints(init) if names else {}
+        for name in names:
+            kinds = typing.get_args(hints.get(name)) or (hints.get(name),)
+            if all(kind in TYPE_WORDS for kind in kinds):
+                types[name] = kinds
+    return types
+
+
+def fits(value, kind: type) -> bool:
+    """``value``, as a config gives it, is a ``kind``: an int is a float (finite), 3.0 an int,
+    a bool neither."""
+    if isinstance(value, bool):
+        return kind is bool
+    if kind in (bool, str, type(None)):
+        return isinstance(value, kind)
+    if kind is int:
+        return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    return isinstance(value, (int, float)) and math.isfinite(value)

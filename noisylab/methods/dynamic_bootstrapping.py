@@ -56,7 +56,7 @@ import torch.nn.functional as F
 from noisylab.errors import ConfigError
 from noisylab.methods.base import LNLMethod
 from noisylab.methods.beta_mixture import CLEAN, LOOKUP_SIZE, NOISY, fit_losses, read_lookup, scale_losses
-from noisylab.methods.contract import Stage
+from noisylab.methods.contract import Stage, require
 from noisylab.methods.mixup import draw_mixup, mix_inputs, mixup_criterion, mixup_loss
 
 B_CLIP = 1e-4  # B is kept in [1e-4, 1 - 1e-4]
@@ -112,11 +112,12 @@ class DynamicBootstrapping(LNLMethod):
     def __init__(self, alpha: float, warmup_epochs: int, reg_weight: float, em_steps: int,
                  augment_pass: bool, **settings):
         super().__init__(**settings)
-        if float(alpha) <= 0:
+        if not float(alpha) > 0:
             raise ConfigError(f"method.alpha must be > 0, got {alpha}.")
         if int(warmup_epochs) < 0 or int(em_steps) < 1:
             raise ConfigError(f"method.warmup_epochs must be >= 0 and method.em_steps >= 1, got "
                               f"{warmup_epochs} and {em_steps}.")
+        require(float(reg_weight) >= 0, "reg_weight", reg_weight, "be >= 0 (the weight of the prior regulariser)")
         self.alpha, self.warmup_epochs, self.reg_weight = float(alpha), int(warmup_epochs), float(reg_weight)
         self.em_steps, self.augment_pass = int(em_steps), bool(augment_pass)
         self.add_network("net", self.build_network)
@@ -202,8 +203,8 @@ class SoftToHardBootstrapping(DynamicBootstrapping):
         if int(guided_epochs) < 0 or int(temperature_epochs) < 1:
             raise ConfigError(f"method.guided_epochs must be >= 0 and method.temperature_epochs >= 1, got "
                               f"{guided_epochs} and {temperature_epochs}.")
-        if min(float(temperature_start), float(temperature_end)) <= 0:
-            raise ConfigError("method.temperature_start and method.temperature_end must be > 0.")
+        require(float(temperature_start) > 0, "temperature_start", temperature_start, "be > 0")
+        require(float(temperature_end) > 0, "temperature_end", temperature_end, "be > 0")
         self.guided_epochs = int(guided_epochs)
         self.temperatures = np.linspace(float(temperature_start), float(temperature_end), int(temperature_epochs))
 

@@ -23,6 +23,7 @@ import torch
 
 from noisylab.errors import ConfigError
 from noisylab.methods.base import LNLMethod
+from noisylab.methods.contract import require
 
 
 def lq_loss(logits: torch.Tensor, y: torch.Tensor, q: float) -> torch.Tensor:
@@ -44,6 +45,8 @@ class GeneralizedCrossEntropy(LNLMethod):
             raise ConfigError(f"method.q must lie in (0, 1], got {q}.")
         if int(prune_every) < 1:
             raise ConfigError(f"method.prune_every must be >= 1, got {prune_every}.")
+        require(0.0 < float(k) < 1.0, "k", k, "lie in (0, 1) (samples with p_y <= k are pruned)")
+        require(int(start_prune) >= 0, "start_prune", start_prune, "be >= 0 (the first pruning epoch, 0-based)")
         self.q, self.truncated, self.k = float(q), bool(truncated), float(k)
         self.start_prune, self.prune_every = int(start_prune), int(prune_every)
         self.add_network("net", self.build_network)

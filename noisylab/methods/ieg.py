@@ -59,7 +59,9 @@ import torch
 import torch.nn.functional as F
 
 from noisylab.errors import ConfigError
+from noisylab.methods.base import log
 from noisylab.methods.bilevel import BilevelMethod
+from noisylab.methods.contract import require
 
 
 def logit_norm(logits: torch.Tensor) -> torch.Tensor:
@@ -144,8 +146,13 @@ class IEG(BilevelMethod):
         super().__init__(**settings)
         if int(views) < 2:
             raise ConfigError(f"method.views must be at least 2 (the pseudo label averages views), got {views}.")
-        if not 0 <= float(init_lambda) <= 1 or not 0 <= float(ema_decay) < 1:
-            raise ConfigError("method.init_lambda must lie in [0, 1] and method.ema_decay in [0, 1).")
+        require(0 <= float(init_lambda) <= 1, "init_lambda", init_lambda, "lie in [0, 1]")
+        require(0 <= float(ema_decay) < 1, "ema_decay", ema_decay, "lie in [0, 1) (0: evaluate the raw network)")
+        require(float(temperature) > 0, "temperature", temperature, "be > 0 (the sharpening T)")
+        require(float(mixup_beta) > 0, "mixup_beta", mixup_beta, "be > 0")
+        require(float(ce_factor) >= 0, "ce_factor", ce_factor, "be >= 0 (the weight of the MixUp CE on the noisy views)")
+        require(float(consistency_factor) >= 0, "consistency_factor", consistency_factor,
+                "be >= 0 (the weight of the consistency loss)")
         self.views, self.temperature, self.init_lambda = int(views), float(temperature), float(init_lambda)
         self.mixup_beta, self.ce_factor = float(mixup_beta), float(ce_factor)
         self.consistency_factor, self.ema_decay = float(consistency_factor), float(ema_decay)
@@ -153,6 +160,12 @@ class IEG(BilevelMethod):
         self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
         self.per_sample_state("weight", fill=1.0)
         self.per_sample_state("relabel", fill=1.0)
+
+    def on_fit_start(self) -> None:
+        if self.trainer.datamodule.transform.augment in (None, "none"):
+            log.warning("method=ieg on data without augmentation (data.augment=none): its %d views are identical, "
+                        "so the pseudo label is one sharpened prediction and the consistency loss is 0; "
+                        "data.augment=crop gives distinct views (+data.padding=1 on 8x8 digits).", self.views)
 
     def on_train_batch_start(self, batch, batch_idx: int):
         # the code's schedule moves every iteration: the lr at this iteration's fraction of the epoch

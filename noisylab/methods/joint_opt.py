@@ -44,7 +44,7 @@ import torch.nn.functional as F
 
 from noisylab.errors import ConfigError
 from noisylab.methods.base import LNLMethod
-from noisylab.methods.contract import Stage
+from noisylab.methods.contract import Stage, require
 
 LABEL_UPDATES = ("soft", "hard", "none")
 
@@ -96,6 +96,13 @@ class JointOptimization(LNLMethod):
             raise ConfigError(f"method.label_update must be one of {', '.join(LABEL_UPDATES)}, got {label_update!r}.")
         if int(begin) < 1 or int(average_epochs) < 1:
             raise ConfigError(f"method.begin and method.average_epochs must be >= 1, got {begin} and {average_epochs}.")
+        require(float(alpha) >= 0, "alpha", alpha, "be >= 0 (the weight of the prior term)")
+        require(float(beta) >= 0, "beta", beta, "be >= 0 (the weight of the entropy term)")
+        require(joint_epochs is None or int(joint_epochs) >= 1, "joint_epochs", joint_epochs,
+                "be null (no retraining) or >= 1 (the labels are learned in the joint stage)")
+        require(joint_epochs is None or label_update == "none" or int(begin) <= int(joint_epochs), "begin", begin,
+                f"be <= method.joint_epochs ({joint_epochs}) (labels are renewed from epoch begin to the joint stage's end)")
+        require(retrain_lr is None or float(retrain_lr) > 0, "retrain_lr", retrain_lr, "be null (the protocol's) or > 0")
         self.alpha, self.beta, self.begin = float(alpha), float(beta), int(begin)
         self.average_epochs, self.label_update = int(average_epochs), label_update
         self.joint_epochs = None if joint_epochs is None else int(joint_epochs)

@@ -48,6 +48,8 @@ class LearningToReweight(BilevelMethod):
         if gradient not in GRADIENTS:
             raise ConfigError(f"method.gradient must be one of {', '.join(GRADIENTS)}, got {gradient!r}.")
         super().__init__(**settings)
+        if gradient == "alignment":
+            self.refuse_optimizer_step(gradient)
         self.gradient = gradient
         self.per_sample_state("weight", fill=1.0)
 

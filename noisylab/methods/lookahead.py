@@ -39,13 +39,14 @@ backward through compiled graphs is not supported by PyTorch, and ``higher`` rec
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from noisylab.errors import ConfigError
+from noisylab.methods.contract import fits
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 
@@ -66,7 +67,7 @@ class LookaheadSettings:
                                     ("batchnorm", self.batchnorm, BATCHNORM)):
             if value not in allowed:
                 raise ConfigError(f"method.lookahead.{key}={value} is not one of {', '.join(allowed)}.")
-        if self.lr is not None and not float(self.lr) > 0:
+        if self.lr is not None and not (fits(self.lr, float) and float(self.lr) > 0):
             raise ConfigError(f"method.lookahead.lr must be null (the optimiser's) or > 0, got {self.lr}.")
 
     @classmethod
@@ -74,6 +75,9 @@ class LookaheadSettings:
         """From a config mapping (or an instance); unknown keys are refused."""
         if isinstance(settings, cls):
             return settings
+        if settings is not None and not isinstance(settings, Mapping):
+            raise ConfigError(f"method.lookahead must be a block of look-ahead settings (backend, step, lr, "
+                              f"batchnorm), got {settings!r}.")
         settings = dict(settings or {})
         unknown = sorted(set(settings) - {"backend", "step", "lr", "batchnorm"})
         if unknown:

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from noisylab.errors import ConfigError
 from noisylab.methods.base import LNLMethod
-from noisylab.methods.contract import Stage
+from noisylab.methods.contract import Stage, require
 
 
 def forward_loss(logits: torch.Tensor, y: torch.Tensor, transition: torch.Tensor) -> torch.Tensor:
@@ -66,12 +66,24 @@ class LossCorrection(LNLMethod):
         if transition not in ("estimated", "oracle"):
             raise ConfigError(f"method.transition must be estimated or oracle, got {transition!r}.")
         self.direction, self.oracle = direction, transition == "oracle"
+        require(self.oracle or int(estimate_epochs) >= 1, "estimate_epochs", estimate_epochs,
+                "be >= 1 with method.transition=estimated (T is estimated from the network stage 1 trains)")
+        require(0.0 < float(percentile) <= 100.0, "percentile", percentile, "lie in (0, 100]")
         self.estimate_epochs, self.filter_outlier, self.percentile = int(estimate_epochs), bool(filter_outlier), float(percentile)
         if self.oracle and self.facts.transition is None:
             raise ConfigError("method.transition=oracle needs the realised noise matrix, which this data does not have.")
-        initial = self.facts.transition if self.oracle else np.eye(self.num_classes)
-        self.register_buffer("transition", torch.tensor(np.asarray(initial), dtype=torch.float32))
+        self.register_buffer("transition", torch.eye(self.num_classes))
+        if self.oracle:
+            self.use_transition(self.facts.transition, "the realised noise matrix")
         self.add_network("net", self.build_network)
+
+    def use_transition(self, transition, which: str) -> None:
+        """T of the corrected loss; backward correction refuses a T without an inverse."""
+        transition = torch.as_tensor(np.asarray(transition), dtype=torch.float64)
+        if self.direction == "backward" and int(torch.linalg.matrix_rank(transition)) < len(transition):
+            raise ConfigError(f"method.direction=backward needs an invertible T, but {which} is singular (two "
+                              "classes look alike to it, or a class has too few training samples); use method=forward.")
+        self.transition.copy_(transition.to(self.transition.dtype))
 
     def stages(self):
         plan = self.protocol.get("lr_schedule")
@@ -85,7 +97,7 @@ class LossCorrection(LNLMethod):
         if span.stage.name == "corrected" and span.index > 0 and self.current_epoch == span.start:
             logits, _ = self.training_set_pass(self.net)  # stage 1's network, before the re-build
             estimate = estimate_transition(logits.softmax(dim=1).cpu().numpy(), self.filter_outlier, self.percentile)
-            self.transition.copy_(torch.as_tensor(estimate, dtype=self.transition.dtype))
+            self.use_transition(estimate, f"the one estimated after {self.estimate_epochs} epochs")
         super().on_train_epoch_start()
 
     def training_step(self, batch, batch_idx: int):

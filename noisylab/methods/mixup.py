@@ -50,7 +50,7 @@ def mixup_loss(network, x: torch.Tensor, y: torch.Tensor, lam: float, perm: torc
 class Mixup(LNLMethod):
     def __init__(self, alpha: float, **settings):
         super().__init__(**settings)
-        if float(alpha) <= 0:
+        if not float(alpha) > 0:
             raise ConfigError(f"method.alpha must be > 0, got {alpha}.")
         self.alpha = float(alpha)
         self.add_network("net", self.build_network)

@@ -54,7 +54,7 @@ import torch.nn.functional as F
 
 from noisylab.errors import ConfigError
 from noisylab.methods.bilevel import BilevelMethod
-from noisylab.methods.contract import Stage
+from noisylab.methods.contract import Stage, require
 
 LOG_EPS = 1e-10  # the code's log(softmax(ỹ) + 1e-10)
 
@@ -81,6 +81,8 @@ class MetaSoftLabels(BilevelMethod):
             raise ConfigError(f"method.k (the initial label logit) must be > 0, got {k}.")
         if int(warmup_epochs) < 0:
             raise ConfigError(f"method.warmup_epochs must be >= 0, got {warmup_epochs}.")
+        require(float(beta) > 0, "beta", beta, "be > 0 (the label logits' step size)")
+        require(float(gamma) >= 0, "gamma", gamma, "be >= 0 (the weight of the entropy loss)")
         self.beta, self.gamma, self.k = float(beta), float(gamma), float(k)
         self.warmup_epochs = int(warmup_epochs)
         self.per_sample_state("label_logits", self.num_classes)

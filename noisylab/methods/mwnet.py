@@ -41,10 +41,11 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from torch import nn
 
 from noisylab.errors import ConfigError
-from noisylab.methods.base import plain
+from noisylab.methods.base import build_optimizer, plain
 from noisylab.methods.bilevel import BilevelMethod
 from noisylab.methods.lookahead import Forward
 
@@ -87,6 +88,21 @@ def trusted_loss(x: torch.Tensor, y: torch.Tensor) -> Callable[[Forward], torch.
     return lambda forward: F.cross_entropy(forward(x), y)
 
 
+def check_optimizer(key: str, cfg) -> None:
+    """Stops with one sentence unless ``cfg`` builds an optimiser with lr > 0 (a misspelled
+    name or key, a negative value). A block without a name is refused: on the command line
+    ``method.meta_optimizer.lr=...`` replaces the protocol's whole block by ``{lr: ...}``."""
+    try:
+        if "name" not in OmegaConf.create(cfg):
+            raise ValueError(f"it names no optimiser (setting one key of method.{key} replaces the whole block; "
+                             "protocol.meta.optimizer.lr=... changes one value of the protocol's)")
+        if not float(OmegaConf.create(cfg).lr) > 0:
+            raise ValueError("its lr must be > 0")
+        build_optimizer([nn.Parameter(torch.zeros(1))], OmegaConf.create(cfg))
+    except Exception as error:  # noqa: BLE001 - whatever the reason, the sentence names the setting
+        raise ConfigError(f"method.{key}={cfg} is not a valid optimiser: {str(error).splitlines()[0].rstrip('.')}.") from None
+
+
 class MetaWeightNet(BilevelMethod):
     def __init__(self, weight_norm: str, meta_optimizer, hidden: int, **settings):
         super().__init__(**settings)
@@ -96,6 +112,7 @@ class MetaWeightNet(BilevelMethod):
             raise ConfigError(f"method.hidden must be >= 1, got {hidden}.")
         self.weight_norm = weight_norm
         self.meta_optimizer_cfg = plain(meta_optimizer)
+        check_optimizer("meta_optimizer", self.meta_optimizer_cfg)
         self.vnet = WeightNet(int(hidden))  # not a network of add_network: it has its own optimiser
         self.per_sample_state("weight", fill=1.0)
 

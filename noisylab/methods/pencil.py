@@ -46,7 +46,7 @@ import torch.nn.functional as F
 
 from noisylab.errors import ConfigError
 from noisylab.methods.base import LNLMethod
-from noisylab.methods.contract import Stage
+from noisylab.methods.contract import Stage, require
 from noisylab.methods.joint_opt import mass_on_given, thirds_schedule
 
 
@@ -79,6 +79,11 @@ class PENCIL(LNLMethod):
         if not 1 <= int(stage1) <= int(stage2):
             raise ConfigError(f"method.stage1 and method.stage2 need 1 <= stage1 <= stage2 (stage 1 "
                               f"initialises the label variables), got {stage1} and {stage2}.")
+        require(float(alpha) >= 0, "alpha", alpha, "be >= 0 (the weight of the compatibility loss)")
+        require(float(beta) >= 0, "beta", beta, "be >= 0 (the weight of the entropy loss)")
+        require(float(label_lr) > 0, "label_lr", label_lr, "be > 0 (lambda, the label logits' step size)")
+        require(float(k) > 0, "k", k, "be > 0 (the label logits start as k x onehot(given label))")
+        require(lr2 is None or float(lr2) > 0, "lr2", lr2, "be null (the protocol's lr plan) or > 0")
         self.alpha, self.beta, self.label_lr, self.k = float(alpha), float(beta), float(label_lr), float(k)
         self.stage1, self.stage2 = int(stage1), int(stage2)
         self.lr2 = None if lr2 is None else float(lr2)

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from noisylab.methods.base import LNLMethod
+from noisylab.methods.contract import require
 
 CODE_A = math.log(1e-4)  # the official code's effective log 0
 
@@ -42,6 +43,11 @@ class SymmetricCrossEntropy(LNLMethod):
 
     def __init__(self, alpha: float, beta: float, log_zero: float, **settings):
         super().__init__(**settings)
+        require(float(alpha) >= 0, "alpha", alpha, "be >= 0 (the weight of CE)")
+        require(float(beta) >= 0, "beta", beta, "be >= 0 (the weight of RCE)")
+        require(float(alpha) + float(beta) > 0, "alpha + method.beta", float(alpha) + float(beta),
+                "be > 0 (with both 0 the loss is 0)")
+        require(float(log_zero) < 0, "log_zero", log_zero, "be < 0 (A, the value that replaces log 0; the paper's -4)")
         self.alpha, self.beta = float(alpha), float(beta)
         self.log_zero = CODE_A if "rce_clamp" in self.quirks else float(log_zero)
         self.add_network("net", self.build_network)

@@ -117,6 +117,8 @@ class OutputSlice(nn.Module):
 
 
 class Soseleto(BilevelMethod):
+    target_head = True  # a second head for data with target classes of their own (svhn_to_mnist)
+
     def __init__(self, lr_alpha: float, alpha_init: float, gradient: str, target_step: str, **settings):
         if gradient not in GRADIENTS:
             raise ConfigError(f"method.gradient must be one of {', '.join(GRADIENTS)}, got {gradient!r}.")
@@ -130,6 +132,8 @@ class Soseleto(BilevelMethod):
         target_classes = RunFacts.of(settings["facts"]).target_classes
         self.two_heads = bool(target_classes)
         super().__init__(**settings)
+        if gradient == "first_order":
+            self.refuse_optimizer_step(gradient)
         c_s = self.num_classes
         self.source_part = slice(0, c_s) if self.two_heads else slice(None)
         self.target_part = slice(c_s, c_s + len(target_classes)) if self.two_heads else slice(None)
