@@ -3,6 +3,7 @@ setting that runs on the CPU trains to the same accuracy as the plain run, compi
 (and refused by the bilevel methods), fused kernels are asked for on CUDA parameters only."""
 
 import os
+import traceback
 
 import pytest
 import torch
@@ -131,3 +132,30 @@ def test_bf16_is_asked_for_only_where_supported(monkeypatch):
     assert speed.trainer_overrides(on, {"accelerator": "gpu"}) == {}  # e.g. a V100: fp32, with a warning
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
     assert speed.trainer_overrides(on, {"accelerator": "gpu"}) == {"precision": "bf16-mixed"}
+
+
+@pytest.mark.parametrize("method", ["ce", "coteaching", "l2rw", "ieg"])
+def test_no_host_sync_in_the_training_steps(make_cfg, monkeypatch, method, one_thread):
+    """No ``.item()``, ``float(t)``, ``bool(t)`` (a Python branch on a tensor) made by noisylab's
+    code between a training batch's start and end: on a GPU each would wait for the device.
+    (torch's own CPU-side reads, e.g. Adam's step counter, are not device syncs.)"""
+    from noisylab.methods.base import LNLMethod
+
+    inside, calls = [False], []
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__", "__index__"):
+        original = getattr(torch.Tensor, name)
+
+        def read(self, *args, _original=original, _name=name, **kwargs):
+            caller = traceback.extract_stack(limit=2)[0]
+            if inside[0] and f"{os.sep}noisylab{os.sep}" in caller.filename:
+                calls.append(f"{_name} at {os.path.basename(caller.filename)}:{caller.lineno}")
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, read)
+    start, end = LNLMethod.on_train_batch_start, LNLMethod.on_train_batch_end
+    monkeypatch.setattr(LNLMethod, "on_train_batch_start", lambda self, *a: (inside.__setitem__(0, True), start(self, *a))[1])
+    # the epoch's last batch end flushes the epoch's statistics: one read per epoch is fine
+    monkeypatch.setattr(LNLMethod, "on_train_batch_end", lambda self, *a: (inside.__setitem__(0, False), end(self, *a))[1])
+    run(make_cfg(*MLP, f"method={method}", "protocol.epochs=1", "+trainer.limit_train_batches=3",
+                 "+trainer.limit_val_batches=0"))
+    assert calls == []
