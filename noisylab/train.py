@@ -169,7 +169,6 @@ def run(cfg: DictConfig) -> dict:
     from hydra.utils import instantiate
 
     from noisylab import speed as speed_settings
-
     from noisylab.checkpoints import METRICS_CSV, merge_metrics_csv, prepare_run_dir
     from noisylab.interrupts import rank_zero
     from noisylab.results import to_number, write_json_atomic
