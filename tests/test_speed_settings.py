@@ -159,3 +159,23 @@ def test_no_host_sync_in_the_training_steps(make_cfg, monkeypatch, method, one_t
     run(make_cfg(*MLP, f"method={method}", "protocol.epochs=1", "+trainer.limit_train_batches=3",
                  "+trainer.limit_val_batches=0"))
     assert calls == []
+
+
+@pytest.mark.parametrize("free_bytes, on_device", [(10**9, True), (10**4, False)])
+def test_on_a_gpu_the_data_moves_there_when_it_fits_and_optimisers_are_fused(make_cfg, monkeypatch, free_bytes,
+                                                                          on_device):
+    """The CUDA branch of speed.apply, with the device faked: digits (~0.5 MB) fits in 1 GB of
+    free memory, not in 10 kB."""
+    from types import SimpleNamespace
+
+    from noisylab.train import build_datamodule, build_method
+
+    cfg = make_cfg(*MLP, "speed=gpu", "speed.compile=false", "speed.channels_last=false")
+    datamodule = build_datamodule(cfg)
+    datamodule.prepare()
+    method = build_method(cfg, datamodule)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (free_bytes, 2 * free_bytes))
+    trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cuda", 0)))
+    speed.apply(speed.settings(cfg), method, datamodule, trainer)
+    assert bool(datamodule.data_cfg.get("on_device", False)) is on_device
+    assert method.fused_optimizers
