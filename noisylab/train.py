@@ -337,9 +337,67 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     return task(cfg)
 
 
+def composition_error(argv: list[str]) -> str | None:
+    """Hydra's own refusals (an unknown key without ``+``, an unknown option of a group, an
+    override it cannot parse) as one sentence, found by composing the config once before the
+    run; None when it composes, for multirun command lines and Hydra's flags (``--help``...),
+    whose composition is Hydra's to judge."""
+    import re
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException, MissingConfigException
+
+    if any(arg.startswith("-") for arg in argv):
+        return None
+
+    def composed(overrides):
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+            return compose("config", overrides=overrides, return_hydra_config=True)
+
+    try:
+        composed(argv)
+        return None
+    except MissingConfigException as error:
+        missing = re.search(r"Could not find '([^']+)/([^']+)'", str(error))
+        options = re.findall(r"^\t(\w+)$", str(error).split("Config search path")[0], flags=re.M)
+        if missing and options:
+            return f"{missing[1]}={missing[2]} is not an option of {missing[1]}; the options are: {', '.join(options)}."
+        return str(error).splitlines()[0]
+    except HydraException as error:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        ambiguous = re.match(r"Ambiguous value for argument '([^=]+)=([^,]*),", lines[0])
+        if ambiguous:  # a sweep: fine where the config itself asks for a multirun (a sweep file)
+            swept = f"{ambiguous[1]}={ambiguous[2]}"
+            firsts = [swept if arg.startswith(ambiguous[1] + "=") else arg for arg in argv]
+            try:
+                if str(composed(firsts).hydra.mode) == "RunMode.MULTIRUN":
+                    return None
+            except HydraException:
+                return None  # Hydra reports the first value's own problem
+            return (f"{lines[0].split('argument ')[1]} sweeps over several values: add -m to run one job "
+                    "per value, or write [a,b] for a list.")
+        unknown = re.match(r"Could not override '([^']+)'", lines[0])
+        if unknown:
+            return f"{unknown[1]} is not a key of the config; to add a new key write +{argv_value(argv, unknown[1])}."
+        head = lines[0].rstrip(".")
+        return f"{head} ({'; '.join(lines[1:])})." if len(lines) > 1 else f"{head}."
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def argv_value(argv: list[str], key: str) -> str:
+    return next((arg.lstrip("+~") for arg in argv if arg.lstrip("+~").startswith(key + "=")), key + "=...")
+
+
 def main() -> float | None:
     from noisylab.interrupts import exit_when_interrupted
 
     sys.argv[1:] = rewrite_overrides(sys.argv[1:])
     with exit_when_interrupted():  # Ctrl-C while starting up: one sentence, no traceback
+        sentence = composition_error(sys.argv[1:])
+        if sentence:
+            print(f"noisylab: error: {sentence}", file=sys.stderr, flush=True)
+            sys.exit(2)
         return _hydra_main()

@@ -139,6 +139,23 @@ def test_bad_input_is_refused_with_one_sentence(tmp_path, files, overrides, sent
     assert (tmp_path / "run" / "error.txt").read_text().strip() == lines[0].removeprefix("noisylab: error: ")
 
 
+HYDRA_CASES = [  # Hydra's own refusals, found by composing once before the run (train.composition_error)
+    (["data.foo=1"], "data.foo is not a key of the config; to add a new key write +data.foo=1."),
+    (["model=bogus"], "model=bogus is not an option of model; the options are: auto, "),
+    (["method=ce,coteaching"], "'method=ce,coteaching' sweeps over several values: add -m"),
+    (["seed=[1,"], "no viable alternative at input '[1,'"),
+]
+
+
+@pytest.mark.parametrize("overrides,sentence", HYDRA_CASES, ids=[" ".join(case[0]) for case in HYDRA_CASES])
+def test_a_config_that_does_not_compose_is_one_sentence_before_any_run(tmp_path, overrides, sentence):
+    done = noisylab(tmp_path / "run", *overrides)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("noisylab: error: ") and sentence in lines[0], done.stderr
+    assert not (tmp_path / "run").exists()  # no run was started, so there is no run folder
+
+
 @pytest.mark.parametrize("overrides,sentence", MORE_CASES, ids=[" ".join(case[0]) for case in MORE_CASES])
 def test_more_bad_input_is_refused_with_one_sentence(make_cfg, files, overrides, sentence):
     paths = {k: str(v) for k, v in files.items()}
