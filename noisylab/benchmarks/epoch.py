@@ -24,6 +24,7 @@ size (50,000 x 3 x 32 x 32, 10 classes; made in memory, no download), no validat
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import tempfile
 import time
@@ -173,15 +174,16 @@ def report(result: dict) -> None:
     print(f"  achieved             {result['achieved_flops'] / 1e12:10.3f} TFLOP/s   {mfu}")
 
 
-def main(device=None, plan: EpochPlan | None = None, cases=CASES) -> dict:
-    """Measures the peak and each case on ``device`` (default: CUDA when available), prints
-    them and returns ``{"peak_flops": {...}, "<method>/<model>": {...}}``."""
+def main(device=None, plan: EpochPlan | None = None, cases=None) -> dict:
+    """Measures the peak and each case (default: ``CASES``) on ``device`` (default: CUDA
+    when available), prints them and returns ``{"peak_flops": {...}, "<method>/<model>": {...}}``."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    plan = plan or (CUDA_PLAN if device.type == "cuda" else CPU_PLAN)
     peaks = measured_peaks(device)
     print(f"One CIFAR-10-shaped epoch (synthetic data) on {device}; measured matmul peak: "
           + ", ".join(f"{k} {v / 1e12:.3f} TFLOP/s" for k, v in peaks.items()))
     results: dict = {"peak_flops": peaks}
-    for method, model in cases:
+    for method, model in cases or CASES:
         result = add_mfu(measure(method, model, device, plan), peaks)
         results[f"{method}/{model}"] = result
         report(result)
@@ -189,6 +191,10 @@ def main(device=None, plan: EpochPlan | None = None, cases=CASES) -> dict:
 
 
 def cli(argv=None) -> dict:
+    from noisylab.train import quiet_lightning
+
+    quiet_lightning()
+    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--steps", type=int, default=None, help="steps per epoch to run (default: all on CUDA, 1 on CPU)")

@@ -25,7 +25,6 @@ import torch.nn.functional as F
 
 from noisylab.data.batches import TensorBatches
 
-
 SYNTHETIC_SHAPE = (3, 32, 32)  # CIFAR-10
 SYNTHETIC_TEST = 1000  # test images of the synthetic source (never evaluated by the benchmarks)
 
