@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib
 import json
 import logging
 import platform
@@ -27,7 +28,8 @@ import warnings
 
 import torch
 
-BENCHMARKS = ("overhead", "fused", "bmm", "meta", "epoch")
+MODULES = {"overhead": "overhead", "fused": "fused", "bmm": "bmm_pass", "meta": "meta", "epoch": "epoch"}
+BENCHMARKS = tuple(MODULES)  # in the order they run
 
 
 def device_name(device: str) -> str:
@@ -102,36 +104,18 @@ def main(argv=None) -> dict:
     print(f"noisylab bench on {device} ({env['device_name']}), torch {env['torch']}, {env['date']}"
           + ("" if device == "cuda" else "\n(CPU run: these are CPU figures, not GPU ones; the big models' plans are cut)")
           + "\n")
-    results = {}
-    if args.only in (None, "overhead"):
-        from noisylab.benchmarks import overhead
-
-        results["overhead"] = overhead.main([], device)
-        print()
-    if args.only in (None, "fused"):
-        from noisylab.benchmarks import fused
-
-        results["fused"] = fused.main(device)
-        print()
-    if args.only in (None, "bmm"):
-        from noisylab.benchmarks import bmm_pass
-
-        results["bmm"] = bmm_pass.main([], device)
-        print()
-    if args.only in (None, "meta"):
-        from noisylab.benchmarks import meta
-
-        results["meta"] = meta.main(device)
-        print()
-    if args.only in (None, "epoch"):
-        from noisylab.benchmarks import epoch
-
-        results["epoch"] = epoch.main(device)
+    results: dict = {}
     report = {"environment": env, "results": results}
+    for name in BENCHMARKS:
+        if args.only in (None, name):
+            module = importlib.import_module(f"noisylab.benchmarks.{MODULES[name]}")
+            results[name] = module.main([], device) if name in ("overhead", "bmm") else module.main(device)
+            print()
+            if args.json:  # after every benchmark: a later failure keeps the earlier numbers
+                with open(args.json, "w") as f:
+                    json.dump(report, f, indent=2, default=str)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2, default=str)
-        print(f"\nwritten to {args.json}")
+        print(f"written to {args.json}")
     return report
 
 
