@@ -68,6 +68,13 @@ def numbers(tree, prefix: str = "") -> dict[str, float]:
     return flat
 
 
+def compared(path: str) -> bool:
+    """Whether ``--compare`` shows a number: times, ratios, FLOPs, MFUs, runs per hour."""
+    last = path.rsplit(".", 1)[-1]
+    return (last.endswith(("_ms", "_s")) or last.startswith(("ratio", "mfu")) or "/" in last
+            or "flops" in path or last.endswith("per_hour") or last == "speedup")
+
+
 def compare(old_path: str, new_path: str) -> dict[str, tuple[float, float]]:
     """Prints the times, ratios and MFUs of two JSON results side by side (new/old)."""
     with open(old_path) as f:
@@ -77,8 +84,11 @@ def compare(old_path: str, new_path: str) -> dict[str, tuple[float, float]]:
     for label, run in (("old", old), ("new", new)):
         env = run.get("environment", {})
         print(f"{label}: {env.get('device_name', '?')}, torch {env.get('torch', '?')}, {env.get('date', '?')}")
+    names = {run.get("environment", {}).get("device_name") for run in (old, new)}
+    if len(names) > 1:
+        print("  (different devices: read the ratios, not the times)")
     a, b = numbers(old.get("results", old)), numbers(new.get("results", new))
-    shown = {k: (a[k], b[k]) for k in a if k in b and any(w in k for w in ("_ms", "_s", "ratio", "/", "mfu"))}
+    shown = {k: (a[k], b[k]) for k in a if k in b and compared(k)}
     for key, (x, y) in shown.items():
         change = f"{y / x:8.3f}x" if x else "       -"
         print(f"  {key:60s} {x:12.4g} {y:12.4g} {change}")

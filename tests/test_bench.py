@@ -72,6 +72,7 @@ def test_json_has_device_name_and_ratios_and_compares(tmp_path, monkeypatch, one
     shown = bench.compare(str(path), str(tmp_path / "new.json"))
     old_s, new_s = shown["epoch.ce/mlp.epoch_s"]
     assert new_s == pytest.approx(2 * old_s)
+    assert "epoch.ce/mlp.train_size" not in shown and "epoch.ce/mlp.mfu_vs_fp32" in shown
 
 
 def test_numbers_flattens_nested_results():
