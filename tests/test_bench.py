@@ -108,3 +108,12 @@ def test_device_share_sets_the_job_threads(monkeypatch):
         assert os.environ["OMP_NUM_THREADS"] == "1"
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("data", ["cifar10", "digits"])
+def test_gpu_plan_composes_with_the_data_on_the_device(data):
+    from noisylab.benchmarks.overhead import compose, trainer_overrides
+
+    cfg = compose(["method=ce", f"data={data}", "model=mlp", *trainer_overrides("cuda")])
+    assert cfg.trainer.accelerator == "gpu" and cfg.data.on_device is True
+    assert compose(["method=ce", f"data={data}", *trainer_overrides("cpu")]).trainer.accelerator == "cpu"

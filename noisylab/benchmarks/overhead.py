@@ -92,7 +92,7 @@ def datamodule_for(cfg, train_size: int | None = None):
 def trainer_overrides(device) -> list[str]:
     """CUDA: the GPU trainer with the data resident on the device; CPU: the CPU trainer."""
     cuda = torch.device(device).type == "cuda"
-    return ["trainer=gpu", "data.on_device=true"] if cuda else ["trainer=cpu"]
+    return ["trainer=gpu", "++data.on_device=true"] if cuda else ["trainer=cpu"]
 
 
 def compose(overrides: list[str]):
