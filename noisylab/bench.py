@@ -100,6 +100,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--only", choices=BENCHMARKS, help="run one benchmark")
     parser.add_argument("--json", default="bench.json", help="also write the numbers to this file "
                         "(default bench.json; '' for none)")
+    parser.add_argument("--speed", nargs="+", default=["default"],
+                        help="speed settings (conf/speed) the epoch benchmark runs each case under, e.g. default gpu")
     parser.add_argument("--compare", nargs=2, metavar=("OLD", "NEW"), help="compare two JSON results and exit")
     args = parser.parse_args(argv)
     if args.compare:
@@ -119,7 +121,10 @@ def main(argv=None) -> dict:
     for name in BENCHMARKS:
         if args.only in (None, name):
             module = importlib.import_module(f"noisylab.benchmarks.{MODULES[name]}")
-            results[name] = module.main([], device) if name in ("overhead", "bmm") else module.main(device)
+            if name in ("overhead", "bmm"):
+                results[name] = module.main([], device)
+            else:
+                results[name] = module.main(device, speeds=args.speed) if name == "epoch" else module.main(device)
             print()
             if args.json:  # after every benchmark: a later failure keeps the earlier numbers
                 with open(args.json, "w") as f:

@@ -324,6 +324,16 @@ class Trainer(Open):
     deterministic: bool | Literal["warn"] | None = None
 
 
+class Speed(Group):
+    """conf/speed/*.yaml: the GPU-path settings (noisylab.train.apply_speed)."""
+    name: str = "none"
+    bf16: bool = False
+    channels_last: bool = False
+    compile: bool = False
+    fused: bool = False
+    data_on_device: bool | Literal["auto"] = False
+
+
 class Paths(Group):
     data_dir: str
     log_dir: str
@@ -343,6 +353,7 @@ class RunConfig(Group):
     model: Annotated[ModelSchema, Field(discriminator="name")]
     schedule: Annotated[CoteachingSchedule | S2ESchedule | ConstantSchedule, Field(discriminator="name")]
     trainer: Trainer
+    speed: Speed = Speed()
     logger: dict[str, Target | None] = {}
     callbacks: dict[str, Target | None] = {}
     paths: Paths

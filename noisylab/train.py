@@ -168,12 +168,15 @@ def run(cfg: DictConfig) -> dict:
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
+    from noisylab import speed as speed_settings
     from noisylab.checkpoints import METRICS_CSV, merge_metrics_csv, prepare_run_dir
     from noisylab.interrupts import rank_zero
     from noisylab.results import to_number, write_json_atomic
 
     started = time.time()
     quiet_lightning()
+    speed = speed_settings.settings(cfg)
+    speed_settings.check(speed, method_class(cfg), cfg.method.name)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     earlier_rows = prepare_run_dir(output_dir, cfg.get("ckpt_path")) if rank_zero() else []
@@ -182,7 +185,9 @@ def run(cfg: DictConfig) -> dict:
     datamodule.prepare()
     method = build_method(cfg, datamodule)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
-    trainer = instantiate(cfg.trainer, logger=build_loggers(cfg) or False, callbacks=callbacks)
+    trainer = instantiate(cfg.trainer, logger=build_loggers(cfg) or False, callbacks=callbacks,
+                          **speed_settings.trainer_overrides(speed, cfg.trainer))
+    speed_settings.apply(speed, method, datamodule, trainer)
     for logger in trainer.loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     noisy_file = output_dir / "noisy_labels.npz"

@@ -52,6 +52,12 @@ def test_epoch_benchmark_on_a_tiny_plan(one_thread):
     assert result["epoch_s"] == pytest.approx(4 * result["step_ms"] / 1000)
     assert result["achieved_flops"] == pytest.approx(model_flops / result["epoch_s"])
     assert epoch.add_mfu(dict(result), {"fp32": 2 * result["achieved_flops"]})["mfu_vs_fp32"] == pytest.approx(0.5)
+    assert result["speed"] == "default" and result["precision"] == "32-true"
+
+
+def test_epoch_benchmark_applies_speed_settings(one_thread):
+    result = epoch.measure("ce", "mlp", "cpu", TINY, speed="none")
+    assert result["speed"] == "none" and result["model_flops_per_epoch"] == mlp_hand_counts(64)[0]
 
 
 def test_json_has_device_name_and_ratios_and_compares(tmp_path, monkeypatch, one_thread):

@@ -193,6 +193,9 @@ def test_compiled_network_is_refused_with_a_sentence():
     eps = torch.zeros(len(y), dtype=torch.float64, requires_grad=True)
     with pytest.raises(ConfigError, match="torch.compile"):
         meta_gradient(compiled, torch.optim.SGD(net.parameters(), lr=0.1), weighted(eps, x, y), clean(xv, yv), [eps])
+    net.compile()  # in place, as speed.compile does
+    with pytest.raises(ConfigError, match="torch.compile"):
+        meta_gradient(net, torch.optim.SGD(net.parameters(), lr=0.1), weighted(eps, x, y), clean(xv, yv), [eps])
 
 
 def test_func_backend_refuses_mirroring_adam():

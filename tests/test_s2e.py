@@ -310,7 +310,6 @@ def test_the_sweeper_launches_rewards_updates_and_resumes(fake_app):
 def test_the_sweeper_refuses_bad_settings_with_one_sentence(fake_app):
     run, sweep = fake_app
     for overrides, sentence in [
-        (["hydra.sweeper.metric=test/acc"], "test/acc is not an accuracy on the noisy validation labels"),
         (["hydra.sweeper.metric=val/clean_acc"], "val/clean_acc is not an accuracy on the noisy validation labels"),
         (["hydra.sweeper.metric=val/acc_net3"], "hydra.sweeper.metric=val/acc_net3 is not logged by "
          "method=smallloss; its accuracies on the noisy validation labels are: val/acc, val/acc_best, val/acc_net2, "

@@ -47,14 +47,16 @@ from noisylab.schema import optimizer_settings
 log = logging.getLogger("noisylab")
 
 
-def build_optimizer(parameters, cfg) -> torch.optim.Optimizer:
-    """The optimiser ``cfg`` names (adam or sgd), its settings checked by ``noisylab.schema``."""
-    settings = optimizer_settings(cfg)
+def build_optimizer(parameters, cfg, fused: bool = False) -> torch.optim.Optimizer:
+    """The optimiser ``cfg`` names (adam or sgd), its settings checked by ``noisylab.schema``;
+    ``fused``: fused kernels when every parameter is on CUDA (``speed.fused``)."""
+    settings, parameters = optimizer_settings(cfg), list(parameters)
+    kernels = {"fused": True} if fused and parameters and all(p.is_cuda for p in parameters) else {}
     if settings["name"] == "adam":
         return torch.optim.Adam(parameters, lr=settings["lr"], betas=tuple(settings["betas"]),
-                                weight_decay=settings["weight_decay"])
+                                weight_decay=settings["weight_decay"], **kernels)
     return torch.optim.SGD(parameters, lr=settings["lr"], momentum=settings["momentum"],
-                           weight_decay=settings["weight_decay"], nesterov=settings["nesterov"])
+                           weight_decay=settings["weight_decay"], nesterov=settings["nesterov"], **kernels)
 
 
 def lr_factor(cfg, epoch: int, max_epochs: int) -> float:
@@ -95,6 +97,7 @@ class LNLMethod(pl.LightningModule):
     raw_batches: bool = False          # training batches arrive un-augmented: the method calls self.view(x)
     target_head: bool = False          # evaluates on facts.target_classes, another label space (transfer data)
     official_quirks: tuple[str, ...] = ()  # official-code behaviours applied with quirks=official
+    fused_optimizers: bool = False     # speed.fused on CUDA (set by noisylab.speed.apply)
 
     def __init__(self, *, facts, model, protocol, quirks: str = "paper"):
         super().__init__()
@@ -172,7 +175,8 @@ class LNLMethod(pl.LightningModule):
         if stray:
             raise ConfigError(f"parameter {stray[0]} belongs to no declared optimiser (see declare_optimizers).")
         self._optimizer_names = list(declared)
-        return [build_optimizer(params, OmegaConf.create(plain(cfg))) for params, cfg in declared.values()]
+        return [build_optimizer(params, OmegaConf.create(plain(cfg)), self.fused_optimizers)
+                for params, cfg in declared.values()]
 
     def _optimizer_index(self, name: str) -> int:
         if name not in self._optimizer_names:

@@ -220,10 +220,10 @@ class IEG(BilevelMethod):
         """shadow ← d·shadow + (1 − d)·θ, d = min(decay, (1 + n)/(10 + n)) after the n-th step;
         BatchNorm statistics are the network's own."""
         self.ema_updates += 1
-        n = float(self.ema_updates)
-        decay = min(self.ema_decay, (1 + n) / (10 + n))
+        n = self.ema_updates.double()  # on the device: float(n) would wait for the GPU every step
+        weight = 1 - torch.clamp((1 + n) / (10 + n), max=self.ema_decay)
         for shadow, p in zip(self.ema.parameters(), self.net.parameters()):
-            shadow.lerp_(p, 1 - decay)
+            shadow.lerp_(p, weight.to(p.dtype))
         for shadow, b in zip(self.ema.buffers(), self.net.buffers()):
             shadow.copy_(b)
 

@@ -40,7 +40,7 @@ def normalised_weights(meta_grad: torch.Tensor) -> torch.Tensor:
     """w = max(−g, 0) / Σ max(−g, 0); zeros (never NaN) when no sample helps."""
     w = torch.clamp(-meta_grad, min=0)
     total = w.sum()
-    return w / total if total > 0 else w
+    return w / torch.where(total > 0, total, 1.0)  # no host sync: a Python branch on total would wait for the GPU
 
 
 class LearningToReweight(BilevelMethod):

@@ -136,7 +136,8 @@ def alignment_gradient(model: nn.Module, per_sample_loss: Callable[[Forward], to
 
 
 def _refuse_compiled(model: nn.Module) -> None:
-    if hasattr(model, "_orig_mod") or any(hasattr(m, "_orig_mod") for m in model.modules()):
+    # torch.compile(m) wraps (_orig_mod); m.compile() (speed.compile) compiles in place (_compiled_call_impl)
+    if any(hasattr(m, "_orig_mod") or getattr(m, "_compiled_call_impl", None) is not None for m in model.modules()):
         raise ConfigError("the bilevel look-ahead cannot run through a torch.compile'd network "
                           "(double backward through compiled graphs is unsupported); run it uncompiled.")
 
