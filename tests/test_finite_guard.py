@@ -75,9 +75,19 @@ def test_non_finite_weights_and_loss_metrics_stop_the_run_but_unmeasured_metrics
         feed(FiniteGuard(), [1.0], trainer(), module)
 
 
+def test_an_astronomical_loss_stops_the_run(make_cfg, one_thread):
+    """Adam at lr=1e6 keeps the loss finite but astronomical (1e14): the limit catches it at
+    once (in process; the command line's exit and error.txt: the NaN case below)."""
+    from noisylab.errors import NoisyLabError
+    from noisylab.train import run
+
+    cfg = make_cfg("method=ce", "data=digits", "debug=limit", "protocol.optimizer.lr=1e6")
+    with pytest.raises(NoisyLabError, match="training diverged: the loss reached"):
+        run(cfg)
+    assert not (Path(cfg.paths.output_dir) / "results.json").exists()
+
+
 @pytest.mark.parametrize("overrides,sentence", [
-    # Adam at lr=1e6 keeps the loss finite but astronomical (1e14): the limit catches it at once
-    (["protocol.optimizer.lr=1e6"], "training diverged: the loss reached"),
     # SGD at lr=1e6 with no limit: the network's outputs become NaN
     (["protocol=mixup", "protocol.optimizer.lr=1e6", "callbacks.finite_guard.max_loss=null"], "became nan"),
 ])
