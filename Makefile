@@ -21,11 +21,11 @@ install: $(STAMP)  ## create .venv and install noisylab with its dev tools
 run: $(STAMP)  ## the main job: Co-teaching on digits (embedded) with 50% symmetric noise; ARGS=... adds overrides
 	WANDB_MODE=$${WANDB_MODE:-offline} $(BIN)/python -m noisylab $(ARGS)
 
-test: $(STAMP)  ## the test suite (CPU, a few minutes)
-	WANDB_MODE=offline $(BIN)/python -m pytest -q $(ARGS)
+test: $(STAMP)  ## the test suite (CPU, about 10 minutes; one thread per process: tiny networks train faster so)
+	WANDB_MODE=offline OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest -q $(ARGS)
 
 test-fast: $(STAMP)  ## the suite less the end-to-end command-line runs (for development)
-	WANDB_MODE=offline $(BIN)/python -m pytest -q -m "not slow" --deselect tests/test_cli.py $(ARGS)
+	WANDB_MODE=offline OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest -q -m "not slow" --deselect tests/test_cli.py $(ARGS)
 
 bench: $(STAMP)  ## framework overhead and other speed ratios, measured in one run
 	$(BIN)/python -m noisylab.bench $(ARGS)
