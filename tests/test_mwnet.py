@@ -10,8 +10,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from noisylab.errors import ConfigError
+from noisylab.methods.bilevel import trusted_loss
 from noisylab.methods.lookahead import LookaheadSettings, meta_gradient
-from noisylab.methods.mwnet import MetaWeightNet, WeightNet, inner_loss, normalise, trusted_loss
+from noisylab.methods.mwnet import MetaWeightNet, WeightNet, inner_loss, normalise
 from tests.conftest import tiny_method
 
 

@@ -27,9 +27,10 @@ import torch
 import torch.nn.functional as F
 
 from noisylab.benchmarks.fused import Plan, sync
+from noisylab.methods.bilevel import trusted_loss
 from noisylab.methods.l2rw import normalised_weights
 from noisylab.methods.lookahead import LookaheadSettings, alignment_gradient, meta_gradient
-from noisylab.methods.mwnet import WeightNet, inner_loss, trusted_loss, weighted_loss
+from noisylab.methods.mwnet import WeightNet, inner_loss, weighted_loss
 from noisylab.models import build_model
 
 BATCH = 100

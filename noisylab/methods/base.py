@@ -74,7 +74,8 @@ def lr_factor(cfg, epoch: int, max_epochs: int) -> float:
     if name == "cosine_restarts":  # SGDR as tf.train.cosine_decay_restarts (IEG): periods p, p·t_mul, p·t_mul², ...
         t_mul, m_mul = float(cfg.t_mul), float(cfg.m_mul)  # each restart's peak is m_mul × the last one's
         done = epoch / float(cfg.first_period)
-        restart = math.floor(done) if t_mul == 1 else math.floor(math.log(1 - done * (1 - t_mul)) / math.log(t_mul))
+        # (+1e-9: at an exact restart boundary the logarithms' rounding would count one restart short)
+        restart = math.floor(done) if t_mul == 1 else math.floor(math.log(1 - done * (1 - t_mul)) / math.log(t_mul) + 1e-9)
         before = restart if t_mul == 1 else (1 - t_mul ** restart) / (1 - t_mul)  # periods already completed
         return m_mul ** restart * 0.5 * (1.0 + math.cos(math.pi * (done - before) / t_mul ** restart))
     raise ConfigError(f"Unknown lr_schedule '{name}'; choose none, linear_decay, multistep, cosine or cosine_restarts.")
@@ -413,12 +414,13 @@ class LNLMethod(pl.LightningModule):
             raise ConfigError(f"ckpt_path={self.trainer.ckpt_path} was trained on other noisy labels (fingerprint "
                               f"{trained_on}) than this run's ({self.facts.noise_fingerprint}); resume it with the "
                               "data and noise it was trained on.")
-        saved, own = checkpoint.get("state_dict", {}), self.state_dict()
-        other = next((k for k in own if k in saved and tuple(saved[k].shape) != tuple(own[k].shape)), None)
-        other = other or next((k for k in own if k not in saved), None) or next((k for k in saved if k not in own), None)
-        if self._trainer is not None and other is not None:
-            raise ConfigError(f"ckpt_path={self.trainer.ckpt_path} holds other networks than this run builds (first "
-                              f"difference: {other}); resume it with the model and data it was trained with.")
+        if self._trainer is not None:  # resuming a run (not a bare load): the networks must be the same
+            saved, own = checkpoint.get("state_dict", {}), self.state_dict()
+            differs = [k for k in own if k in saved and tuple(saved[k].shape) != tuple(own[k].shape)]
+            other = next(iter(differs + sorted(own.keys() ^ saved.keys())), None)
+            if other is not None:
+                raise ConfigError(f"ckpt_path={self.trainer.ckpt_path} holds other networks than this run builds "
+                                  f"(first difference: {other}); resume it with the model and data it was trained with.")
         self.history = checkpoint.get("noisylab_history", {})
         rng = checkpoint.get("noisylab_rng")
         if rng is not None and self._trainer is not None:  # resuming: continue the random streams

@@ -11,10 +11,16 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 
 from noisylab.errors import ConfigError
 from noisylab.methods.base import LNLMethod
-from noisylab.methods.lookahead import Forward, LookaheadSettings, MetaGradient, meta_gradient
+from noisylab.methods.lookahead import Forward, LookaheadSettings, MetaGradient, alignment_gradient, meta_gradient
+
+
+def trusted_loss(x: torch.Tensor, y: torch.Tensor) -> Callable[[Forward], torch.Tensor]:
+    """The outer loss of the family: mean cross-entropy on a trusted batch."""
+    return lambda forward: F.cross_entropy(forward(x), y)
 
 
 class BilevelMethod(LNLMethod):
@@ -30,6 +36,14 @@ class BilevelMethod(LNLMethod):
                       wrt: Sequence[torch.Tensor]) -> MetaGradient:
         """∂ outer(θ̂)/∂ wrt for one look-ahead step of the network on ``inner``."""
         return meta_gradient(self.net, self.optimizer("net"), inner, outer, wrt, self.lookahead)
+
+    def alignment_gradient(self, per_sample_loss: Callable[[Forward], torch.Tensor],
+                           outer: Callable[[Forward], torch.Tensor]) -> MetaGradient:
+        """The same for per-sample weights at zero, without a double backward
+        (``lookahead.alignment_gradient``), at the look-ahead's lr (``lookahead.lr`` or the
+        optimiser's current one)."""
+        lr = self.lookahead.lr or self.optimizer("net").param_groups[0]["lr"]
+        return alignment_gradient(self.net, per_sample_loss, outer, lr, self.lookahead.batchnorm)
 
     def refuse_optimizer_step(self, gradient: str) -> None:
         """For a ``gradient`` setting computed by ``lookahead.alignment_gradient`` (no step, or

@@ -57,6 +57,7 @@ from noisylab.errors import ConfigError
 from noisylab.methods.base import LNLMethod
 from noisylab.methods.beta_mixture import CLEAN, LOOKUP_SIZE, NOISY, fit_losses, read_lookup, scale_losses
 from noisylab.methods.contract import Stage, require
+from noisylab.methods.joint_opt import uniform_prior_kl
 from noisylab.methods.mixup import draw_mixup, mix_inputs, mixup_criterion, mixup_loss
 
 B_CLIP = 1e-4  # B is kept in [1e-4, 1 - 1e-4]
@@ -64,9 +65,7 @@ B_CLIP = 1e-4  # B is kept in [1e-4, 1 - 1e-4]
 
 def prior_regulariser(logits: torch.Tensor) -> torch.Tensor:
     """R = sum_c (1/C) log((1/C) / p_c), p = the batch mean of softmax(logits)."""
-    mean = logits.softmax(dim=1).mean(dim=0)
-    prior = 1.0 / logits.shape[1]
-    return (prior * torch.log(prior / mean)).sum()
+    return uniform_prior_kl(F.log_softmax(logits, dim=1))  # Joint Optimization's L_p, as the code
 
 
 def hard_bootstrap_mixup_loss(logits: torch.Tensor, y: torch.Tensor, z: torch.Tensor, noisy: torch.Tensor,

@@ -55,15 +55,20 @@ def soft_label_kl(logits: torch.Tensor, soft_labels: torch.Tensor) -> torch.Tens
     return (torch.xlogy(soft_labels, soft_labels) - soft_labels * log_s).sum(dim=1).mean()
 
 
+def uniform_prior_kl(log_probs: torch.Tensor) -> torch.Tensor:
+    """KL(p ‖ s̄) = Σ_c p_c log(p_c / s̄_c), p uniform, s̄ the batch mean of the predictions
+    (from their logs, in log space: safe when a class's mean is tiny)."""
+    log_mean = torch.logsumexp(log_probs, dim=0) - math.log(len(log_probs))
+    prior = torch.full_like(log_mean, 1.0 / log_probs.shape[1])
+    return (prior * (prior.log() - log_mean)).sum()
+
+
 def joint_opt_loss(logits: torch.Tensor, soft_labels: torch.Tensor, alpha: float,
                    beta: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """L_c + α·L_p + β·L_e of one batch, with a uniform prior p; returns (loss, parts)."""
     log_s = F.log_softmax(logits, dim=1)
-    num_classes = logits.shape[1]
-    log_mean = torch.logsumexp(log_s, dim=0) - math.log(len(logits))  # log s̄
-    prior = torch.full_like(log_mean, 1.0 / num_classes)
     classification = soft_label_kl(logits, soft_labels)
-    prior_term = (prior * (prior.log() - log_mean)).sum()
+    prior_term = uniform_prior_kl(log_s)
     entropy = -(log_s.exp() * log_s).sum(dim=1).mean()
     loss = classification + alpha * prior_term + beta * entropy
     return loss, {"train/loss_c": classification, "train/loss_p": prior_term, "train/loss_e": entropy}

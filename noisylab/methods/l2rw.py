@@ -30,8 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from noisylab.errors import ConfigError
-from noisylab.methods.bilevel import BilevelMethod
-from noisylab.methods.lookahead import alignment_gradient
+from noisylab.methods.bilevel import BilevelMethod, trusted_loss
 
 GRADIENTS = ("alignment", "lookahead")
 
@@ -59,12 +58,9 @@ class LearningToReweight(BilevelMethod):
         def losses(forward):
             return F.cross_entropy(forward(noisy["x"]), noisy["y"], reduction="none")
 
-        def outer(forward):
-            return F.cross_entropy(forward(trusted["x"]), trusted["y"])
-
+        outer = trusted_loss(trusted["x"], trusted["y"])
         if self.gradient == "alignment":
-            lr = self.lookahead.lr or self.optimizer("net").param_groups[0]["lr"]
-            meta = alignment_gradient(self.net, losses, outer, lr, self.lookahead.batchnorm)
+            meta = self.alignment_gradient(losses, outer)
         else:
             eps = torch.zeros(len(noisy["y"]), device=self.device, requires_grad=True)
             meta = self.meta_gradient(lambda forward: (eps * losses(forward)).sum(), outer, [eps])

@@ -115,7 +115,7 @@ class MetaSoftLabels(BilevelMethod):
             return loss
         x_trusted = self.view(trusted["x"], augment=False)
         index = noisy["index"]
-        labels = self.label_logits[index].clone().requires_grad_()
+        labels = self.label_logits[index].requires_grad_()
         meta = self.meta_gradient(lambda forward: soft_label_kl(forward(x), labels),
                                   lambda forward: F.cross_entropy(forward(x_trusted), trusted["y"]), [labels])
         updated = labels.detach() - self.beta * meta.grads[0]

@@ -46,7 +46,7 @@ from torch import nn
 
 from noisylab.errors import ConfigError
 from noisylab.methods.base import build_optimizer, plain
-from noisylab.methods.bilevel import BilevelMethod
+from noisylab.methods.bilevel import BilevelMethod, trusted_loss
 from noisylab.methods.lookahead import Forward
 
 WEIGHT_NORMS = ("sum", "batch")
@@ -82,10 +82,6 @@ def inner_loss(vnet: WeightNet, x: torch.Tensor, y: torch.Tensor, weight_norm: s
         losses = F.cross_entropy(forward(x), y, reduction="none")
         return weighted_loss(losses, vnet.weights(losses.detach()), weight_norm)
     return inner
-
-
-def trusted_loss(x: torch.Tensor, y: torch.Tensor) -> Callable[[Forward], torch.Tensor]:
-    return lambda forward: F.cross_entropy(forward(x), y)
 
 
 def check_optimizer(key: str, cfg) -> None:

@@ -110,7 +110,7 @@ class PENCIL(LNLMethod):
             self.label_logits[index] = self.k * F.one_hot(y, self.num_classes).to(self.label_logits.dtype)
             loss = F.cross_entropy(logits, y)
         elif stage == "correction":
-            label_logits = self.label_logits[index].clone().requires_grad_(True)
+            label_logits = self.label_logits[index].requires_grad_(True)
             loss, parts = pencil_loss(logits, label_logits, y, self.alpha, self.beta, "double_softmax" in self.quirks)
             (label_grad,) = torch.autograd.grad(loss, label_logits, retain_graph=True)
             self.label_logits[index] = label_logits.detach() - self.label_lr * label_grad

@@ -37,7 +37,9 @@ Deviations: the notebook takes the target gradient on the whole target set (50 p
 step; here the trusted batch is ``data.trusted_batch_size`` (the noisy batch size unless set;
 ``method_data/soseleto_toy2d.yaml`` sets the whole set). The notebook updates α sample by
 sample inside the batch; with the first-order gradient each α_j depends on its own sample
-only, so the batched update is the same.
+only, so the batched update is the same. The default ``target_step: head`` trains the target
+head on L_t, as the paper's outer problem states (φ_t ← min L_t); the notebook has no target
+term (``target_step: none``).
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ from torch import nn
 from noisylab.errors import ConfigError
 from noisylab.methods.bilevel import BilevelMethod
 from noisylab.methods.contract import RunFacts
-from noisylab.methods.lookahead import Forward, MetaGradient, alignment_gradient
+from noisylab.methods.lookahead import Forward, MetaGradient
 
 GRADIENTS = ("first_order", "lookahead")
 TARGET_STEPS = ("head", "network", "none")
@@ -71,14 +73,6 @@ def weight_meta_gradient(meta_gradient: Callable, x: torch.Tensor, y: torch.Tens
         return ((base + delta) * F.cross_entropy(forward(x)[:, source], y, reduction="none")).sum()
 
     return meta_gradient(inner, target_loss, [delta])
-
-
-def first_order_gradient(method, x, y, target_loss, source: slice = slice(None)) -> MetaGradient:
-    """The ``first_order`` gradient −λ_p ⟨∇θ ℓ_j, ∇θ L_t⟩ without a double backward
-    (``lookahead.alignment_gradient``); equal to ``weight_meta_gradient(..., "first_order")``."""
-    lr = method.lookahead.lr or method.optimizer("net").param_groups[0]["lr"]
-    return alignment_gradient(method.net, lambda forward: F.cross_entropy(forward(x)[:, source], y, reduction="none"),
-                              target_loss, lr, method.lookahead.batchnorm)
 
 
 def updated_weights(alpha: torch.Tensor, meta_grad: torch.Tensor, lr_alpha: float) -> torch.Tensor:
@@ -155,7 +149,9 @@ class Soseleto(BilevelMethod):
         index = source["index"]
         target_loss = lambda forward: self.target_loss(forward, trusted)  # noqa: E731
         if self.gradient == "first_order":
-            meta = first_order_gradient(self, source["x"], source["y"], target_loss, self.source_part)
+            meta = self.alignment_gradient(  # the same numbers as weight_meta_gradient(..., "first_order")
+                lambda forward: F.cross_entropy(forward(source["x"])[:, self.source_part], source["y"],
+                                                reduction="none"), target_loss)
         else:
             meta = weight_meta_gradient(self.meta_gradient, source["x"], source["y"], self.alpha[index],
                                         target_loss, self.gradient, self.source_part)
