@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 ARGS    ?=
 
-.PHONY: help install run test test-fast bench lint clean
+.PHONY: help install run test test-fast bench gpu-check gpu-wheels lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -29,6 +29,20 @@ test-fast: $(STAMP)  ## the suite less the end-to-end command-line runs (for dev
 
 bench: $(STAMP)  ## framework overhead and other speed ratios, measured in one run
 	$(BIN)/python -m noisylab.bench $(ARGS)
+
+# The GPU machine is bare and offline: its python3 has torch & co. but not hydra, omegaconf,
+# pydantic, higher, mnist1d; `make gpu-wheels` (here) puts them as wheels in .whl/, which
+# travels with the tree; gpu-check installs them with --no-deps into /tmp/noisylab-site.
+gpu-check:  ## the GPU check (GPU tests, bench, throughput) -> $$OUT or gpu-check/; a CPU dry run without CUDA
+	@py=$(BIN)/python; [ -x $$py ] || py=python3; \
+	if ! $$py -c "import hydra, omegaconf, pydantic, higher" 2>/dev/null; then \
+	  ls .whl/*.whl >/dev/null 2>&1 || { echo "gpu-check: hydra-core & co. are missing and .whl/ holds no wheels (run make gpu-wheels where PyPI answers, and bring .whl/)"; exit 2; }; \
+	  $$py -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/noisylab-site .whl/*.whl || exit 2; \
+	  export PYTHONPATH=/tmp/noisylab-site$${PYTHONPATH:+:$$PYTHONPATH}; fi; \
+	PYTHONPATH=$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH} $$py -m noisylab.gpu_check $(ARGS)
+
+gpu-wheels:  ## download the wheels gpu-check needs on the offline GPU machine into .whl/
+	PY=$(BIN)/python scripts/gpu_wheels.sh
 
 lint: $(STAMP)  ## ruff
 	$(BIN)/ruff check noisylab tests

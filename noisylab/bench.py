@@ -102,6 +102,8 @@ def main(argv=None) -> dict:
                         "(default bench.json; '' for none)")
     parser.add_argument("--speed", nargs="+", default=["default"],
                         help="speed settings (conf/speed) the epoch benchmark runs each case under, e.g. default gpu")
+    parser.add_argument("--models", nargs="+", default=None,
+                        help="the overhead benchmark's models (default: mlp cnn9 preact_resnet18)")
     parser.add_argument("--compare", nargs=2, metavar=("OLD", "NEW"), help="compare two JSON results and exit")
     args = parser.parse_args(argv)
     if args.compare:
@@ -121,7 +123,9 @@ def main(argv=None) -> dict:
     for name in BENCHMARKS:
         if args.only in (None, name):
             module = importlib.import_module(f"noisylab.benchmarks.{MODULES[name]}")
-            if name in ("overhead", "bmm"):
+            if name == "overhead":
+                results[name] = module.main([f"--model={m}" for m in args.models or ()], device)
+            elif name == "bmm":
                 results[name] = module.main([], device)
             else:
                 results[name] = module.main(device, speeds=args.speed) if name == "epoch" else module.main(device)

@@ -94,12 +94,22 @@ def _cifar_dict(batch_label: str, x: np.ndarray, labels: dict, prefix: str) -> d
     return batch
 
 
-def write_cifar10(root, n_train: int = 50, n_test: int = 20, seed: int = 0) -> dict:
-    """``<root>/cifar-10-batches-py`` with 5 training batches, a test batch and batches.meta."""
+def _learnable_images(rng, labels: np.ndarray, shape) -> np.ndarray:
+    """Images whose class shows: a fixed random template per class plus pixel noise."""
+    templates = np.random.default_rng(12345).integers(40, 216, size=(int(labels.max()) + 1, *shape))
+    noise = rng.integers(-40, 41, size=(len(labels), *shape))
+    return np.clip(templates[labels] + noise, 0, 255).astype(np.uint8)
+
+
+def write_cifar10(root, n_train: int = 50, n_test: int = 20, seed: int = 0, learnable: bool = False) -> dict:
+    """``<root>/cifar-10-batches-py`` with 5 training batches, a test batch and batches.meta
+    (``learnable``: images that show their class, so that accuracy means something)."""
     rng = np.random.default_rng(seed)
     folder = Path(root) / "cifar-10-batches-py"
     x_train, y_train = _images(rng, n_train, (3, 32, 32)), _labels(rng, n_train, 10)
     x_test, y_test = _images(rng, n_test, (3, 32, 32)), _labels(rng, n_test, 10)
+    if learnable:
+        x_train, x_test = _learnable_images(rng, y_train, (3, 32, 32)), _learnable_images(rng, y_test, (3, 32, 32))
     chunks = np.array_split(np.arange(n_train), 5)
     for i, rows in enumerate(chunks, start=1):
         batch = _cifar_dict(

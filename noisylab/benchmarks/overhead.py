@@ -139,7 +139,7 @@ def plain_step_time(cfg, epochs: int, train_size: int | None = None, device="cpu
         sync(device)
         started = time.perf_counter()
         for batch in batches:
-            x = batch["x"].float() if batch["x"].dtype == torch.uint8 else batch["x"]
+            x = datamodule.transform(batch["x"], True)  # the same augmentation and normalisation
             loss = F.cross_entropy(model(x), batch["y"])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

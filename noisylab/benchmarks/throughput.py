@@ -13,6 +13,7 @@ Both multiruns go to a temporary folder. Needs ``pip install -e ".[cluster]"``.
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import tempfile
@@ -64,11 +65,15 @@ def main(argv=None) -> dict:
     parser.add_argument("--n-jobs", type=int, default=2, help="jobs at once (default 2)")
     parser.add_argument("--threads-per-job", type=int, default=1, help="torch CPU threads per job (0: default)")
     parser.add_argument("--gpu-memory-fraction", type=float, default=None, help="each job's cap on GPU memory")
+    parser.add_argument("--json", default=None, help="also write the result to this file")
     parser.add_argument("overrides", nargs="*", help=f"the sweep (default: {' '.join(DEFAULT_SWEEP)})")
     args = parser.parse_args(argv)
     result = measure(args.overrides or DEFAULT_SWEEP, args.n_jobs, args.threads_per_job or None,
                      args.gpu_memory_fraction)
     report(result)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
     return result
 
 

@@ -370,7 +370,9 @@ class LNLMethod(pl.LightningModule):
         measured in this batch) and logged once at its end. Lightning's ``self.log`` costs
         about a millisecond per call on the CPU, more than a small network's whole step."""
         for name, value in values.items():
-            value = value.detach().float() if torch.is_tensor(value) else torch.tensor(float(value))
+            # on the module's device: under DDP on CUDA, NCCL cannot reduce a CPU tensor
+            value = value.detach().float().to(self.device) if torch.is_tensor(value) else \
+                torch.tensor(float(value), device=self.device)
             measured = ~torch.isnan(value)
             total, count = self.epoch_sums.get(name, (0.0, 0.0))
             self.epoch_sums[name] = (total + torch.where(measured, value, 0.0) * batch_size,
@@ -392,7 +394,7 @@ class LNLMethod(pl.LightningModule):
         if auc is not None:
             self.log("train/detection_auc", auc, on_step=False, on_epoch=True, batch_size=1)
         for name, (total, count) in self.epoch_sums.items():
-            value = total / count if float(count) > 0 else torch.tensor(float("nan"))
+            value = total / count if float(count) > 0 else torch.tensor(float("nan"), device=self.device)
             # once per epoch: batch_size=1 spares Lightning guessing it from a nested (trusted) batch
             self.log(name, value, on_step=False, on_epoch=True, sync_dist=True, batch_size=1)
         self.epoch_sums = {}
