@@ -11,9 +11,9 @@
   from its final epoch (killed while testing) reports what the uninterrupted run reports.
 * ``noisylab.interrupts``: SIGTERM and SIGINT stop the run; ``LastCheckpoint`` tells the
   ``Interrupted`` exception which checkpoint (and how many epochs) it can resume from.
-* ``prepare_run_dir``: a run started in a folder that already holds a run replaces it: the
-  earlier ``results.json``, ``per_sample.npz``, ``error.txt``, checkpoints and metrics CSV are
-  removed first (with a warning), except the checkpoint this run resumes from. A run resumed
+* ``prepare_run_dir``: once ``noisylab.run_folder`` has decided that a run starts or resumes
+  in a folder (after every check), the earlier ``results.json``, ``per_sample.npz``,
+  ``error.txt``, checkpoints and metrics CSV are removed, except the checkpoint it resumes from. A run resumed
   from a checkpoint keeps the CSV rows of the epochs before the resume (``merge_metrics_csv``).
 """
 
@@ -112,9 +112,7 @@ def prepare_run_dir(output_dir: Path, ckpt_path: str | None) -> list[dict]:
     stale += [p for p in sorted(checkpoints.glob("*.ckpt")) if p.resolve() != source and p != source]
     stale += sorted(checkpoints.glob(".*.partial"))
     found = [p for p in stale if p.is_file() or p.is_symlink()]
-    if any(p.name == "results.json" or p.suffix == ".ckpt" for p in found):
-        log.warning("%s held an earlier run: its results and checkpoints are replaced by this run's.", output_dir)
-    for path in found:
+    for path in found:  # the run-folder decision (noisylab.run_folder) has said so, after every check
         path.unlink()
     return earlier
 

@@ -344,6 +344,7 @@ class RunConfig(Group):
     task_name: str = "train"
     seed: Int(ge=0, le=MAX_SEED)
     ckpt_path: str | None = None
+    resume: bool = True
     optimized_metric: str | None = None
     quirks: Literal[QUIRK_MODES] = "paper"
     protocol: Protocol
@@ -475,6 +476,10 @@ def check_config(cfg) -> None:
         raise ConfigError(f"{key} cannot be resolved: {(str(error).splitlines() or ['?'])[0]}.") from None
     checked(RunConfig, values)
     check_trainer_arguments(values["trainer"])
+    epochs, max_epochs = values["protocol"].get("epochs"), values["trainer"]["max_epochs"]
+    if epochs is not None and max_epochs != epochs:
+        raise ConfigError(f"trainer.max_epochs={max_epochs} differs from protocol.epochs={epochs}: the number of "
+                          f"epochs is set once, as protocol.epochs={max_epochs} (trainer.max_epochs follows it).")
     check_noise(values)
     from noisylab.schedules import build_schedule
 
@@ -554,8 +559,8 @@ def _flat(value, key: str) -> dict:
 def check_checkpoint(values: dict) -> None:
     """``ckpt_path``: a readable Lightning checkpoint of the same method (class and settings),
     model and quirks, saved before the last epoch of this run."""
-    if not values.get("ckpt_path"):
-        return
+    if values.get("ckpt_path") in (None, "", "last", "auto"):
+        return  # last / auto: the run folder's own checkpoint (noisylab.run_folder)
     from noisylab.checkpoint_info import read_checkpoint
 
     path = Path(values["ckpt_path"]).expanduser().absolute()
@@ -577,6 +582,14 @@ def check_checkpoint(values: dict) -> None:
         if now[key] != then[key]:
             raise ConfigError(f"{where} was trained with {key}={_shown(then[key])}, but this run has "
                               f"{key}={_shown(now[key])}; resume it with the settings it was trained with.")
+    held = checkpoint.get("noisylab_identity")
+    if isinstance(held, dict):
+        from noisylab.run_folder import difference, identity
+
+        differs = difference(held, identity(values))
+        if differs:
+            raise ConfigError(f"{where} was trained with {differs[0]}, but this run has {differs[1]}; a resume "
+                              "must train what the checkpoint trained (start a new run without ckpt_path).")
     epoch, max_epochs = checkpoint.get("epoch"), values["trainer"]["max_epochs"]
     if isinstance(epoch, int) and epoch >= max_epochs:
         raise ConfigError(f"{where} was saved at epoch {epoch} (0-based), past trainer.max_epochs={max_epochs}; "

@@ -161,10 +161,20 @@ def one_line_warning(message, category, filename, lineno, line=None) -> str:
 
 def run(cfg: DictConfig) -> dict:
     """Trains and tests one configuration; returns the results written to disk (by rank 0)
-    plus ``rank``, this process's global rank under DDP."""
+    plus ``rank``, this process's global rank under DDP. The run folder's fate (start,
+    resume, skip, replace: ``noisylab.run_folder``) is decided, and everything that can be
+    checked is checked, before anything in the folder is written or removed."""
+    from noisylab import run_folder
     from noisylab.schema import check_config
 
     check_config(cfg)  # every group's types, ranges and keys, before the heavy imports
+    output_dir = Path(cfg.paths.output_dir)
+    CLAIMED.discard(str(output_dir.resolve()))  # a new run owns nothing until its checks pass
+    mine = run_folder.identity(OmegaConf.to_container(cfg, resolve=True))
+    decision = run_folder.decide(run_folder.read_state(output_dir), mine, bool(cfg.get("resume", True)),
+                                 cfg.get("ckpt_path"))
+    if decision.action == run_folder.SKIP:
+        return skipped(output_dir, decision.notice)
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
@@ -177,13 +187,19 @@ def run(cfg: DictConfig) -> dict:
     quiet_lightning()
     speed = speed_settings.settings(cfg)
     speed_settings.check(speed, method_class(cfg), cfg.method.name)
-    output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    earlier_rows = prepare_run_dir(output_dir, cfg.get("ckpt_path")) if rank_zero() else []
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
-    datamodule.prepare()
+    datamodule.prepare()  # dataset files and noise: refused here, before the folder is touched
     method = build_method(cfg, datamodule)
+    method.run_identity = mine  # kept in every checkpoint: a resume is checked against it
+    if decision.checkpoint is not None:
+        check_resume_noise(decision.checkpoint, datamodule.noise_summary["fingerprint"])
+    # ---- every check has passed: from here on the folder is this run's
+    claim_run_dir(output_dir)
+    if rank_zero() and decision.notice:
+        log.warning("%s: %s.", output_dir, decision.notice)
+    earlier_rows = prepare_run_dir(output_dir, decision.checkpoint) if rank_zero() else []
+    write_hydra_record(cfg, output_dir)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
     trainer = instantiate(cfg.trainer, logger=build_loggers(cfg) or False, callbacks=callbacks,
                           **speed_settings.trainer_overrides(speed, cfg.trainer))
@@ -193,8 +209,9 @@ def run(cfg: DictConfig) -> dict:
     noisy_file = output_dir / "noisy_labels.npz"
     if trainer.is_global_zero:  # under DDP every rank runs this function; rank 0 writes
         datamodule.save_noisy_labels(output_dir)
+    resume_from = str(decision.checkpoint) if decision.checkpoint is not None else None
     try:
-        trainer.fit(method, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(method, datamodule=datamodule, ckpt_path=resume_from)
         # resumed from the final epoch's checkpoint, fit trains nothing: its metrics come from the checkpoint
         fit_metrics = dict(trainer.callback_metrics) or getattr(trainer.checkpoint_callback, "restored_metrics", {})
         test_metrics = trainer.test(method, datamodule=datamodule, verbose=False)[0]
@@ -209,7 +226,9 @@ def run(cfg: DictConfig) -> dict:
             "seed": int(cfg.seed), "noise": datamodule.noise_summary, "metrics": metrics,
             "epochs": int(trainer.current_epoch), "wall_time_s": round(time.time() - started, 3),
             "run_dir": str(output_dir), "noisy_labels": str(noisy_file),
+            "resumed_from": resume_from,
             "config": OmegaConf.to_container(cfg, resolve=True),
+            "identity": mine,
         }
         if trainer.is_global_zero:
             results["per_sample"] = str(write_per_sample(output_dir, method, datamodule))
@@ -218,6 +237,68 @@ def run(cfg: DictConfig) -> dict:
     finally:
         finish_wandb()
     return results
+
+
+def skipped(output_dir: Path, notice: str) -> dict:
+    """A finished run of the same identity: its results, untouched, and one line."""
+    import json
+
+    from noisylab.interrupts import rank_zero
+
+    if rank_zero():
+        print(f"noisylab: {output_dir}: {notice}.", flush=True)
+    results = json.loads((output_dir / "results.json").read_text())
+    return {**results, "rank": 0 if rank_zero() else 1, "skipped": True}
+
+
+def check_resume_noise(checkpoint: Path, fingerprint: str) -> None:
+    """The checkpoint's noisy labels are this run's (read without loading tensors)."""
+    from noisylab.checkpoint_info import read_checkpoint
+
+    facts = ((read_checkpoint(checkpoint).get("hyper_parameters") or {}).get("facts") or {})
+    trained_on = facts.get("noise_fingerprint") if isinstance(facts, dict) else None
+    if trained_on and trained_on != fingerprint:
+        from noisylab.errors import ConfigError
+
+        raise ConfigError(f"ckpt_path={checkpoint} was trained on other noisy labels (fingerprint {trained_on}) "
+                            f"than this run's ({fingerprint}); resume it with the noise it was trained on.")
+
+
+CLAIMED: set[str] = set()  # run folders this process has passed every check for
+
+
+def claim_run_dir(output_dir: Path) -> None:
+    """Creates the run folder (one sentence when it cannot be) and marks it as this run's."""
+    from noisylab.errors import ConfigError
+
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        probe = output_dir / ".noisylab-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise ConfigError(f"the run folder {output_dir} cannot be written ({error.strerror or error}); "
+                          "choose another with hydra.run.dir=<folder>.") from None
+    CLAIMED.add(str(output_dir.resolve()))
+
+
+def write_hydra_record(cfg: DictConfig, output_dir: Path) -> None:
+    """``.hydra/``: the composed config, Hydra's settings and the overrides, written once the
+    run owns its folder (Hydra's own copy is off, conf/hydra/default.yaml: it would overwrite
+    an earlier run's record before any check)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from noisylab.interrupts import rank_zero
+
+    if not rank_zero():
+        return
+    folder = output_dir / ".hydra"
+    folder.mkdir(exist_ok=True)
+    OmegaConf.save(cfg, folder / "config.yaml")
+    if HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
+        OmegaConf.save(OmegaConf.create({"hydra": hydra_cfg}), folder / "hydra.yaml")
+        OmegaConf.save(OmegaConf.create(list(hydra_cfg.overrides.task)), folder / "overrides.yaml")
 
 
 def write_per_sample(output_dir: Path, method, datamodule) -> Path:
@@ -294,7 +375,7 @@ def task(cfg: DictConfig) -> float | None:
         except Exception as error:  # a bug: the traceback follows, the folder keeps the reason
             record_error(cfg, f"crashed: {type(error).__name__}: {error}")
             raise
-    if results.pop("rank") == 0:
+    if results.pop("rank") == 0 and not results.get("skipped"):
         print_summary(results)
     metric = cfg.get("optimized_metric")
     return results["metrics"].get(metric) if metric else None
@@ -307,7 +388,18 @@ def record_error(cfg: DictConfig, sentence: str) -> None:
 
     if rank_zero():
         with contextlib.suppress(Exception):  # reporting must not hide the error itself
-            write_bytes_atomic(Path(cfg.paths.output_dir) / "error.txt", f"{sentence}\n".encode())
+            write_bytes_atomic(error_file(Path(cfg.paths.output_dir)), f"{sentence}\n".encode())
+
+
+def error_file(output_dir: Path) -> Path:
+    """``error.txt`` for a run that owns its folder (or found it empty); a refused run in a
+    folder holding an earlier run's files writes ``error-<UTC time>.txt`` beside them."""
+    import datetime
+
+    held = any((output_dir / name).exists() for name in ("results.json", "error.txt", "checkpoints/last.ckpt"))
+    if str(output_dir.resolve()) in CLAIMED or not held:
+        return output_dir / "error.txt"
+    return output_dir / f"error-{datetime.datetime.now(datetime.timezone.utc):%Y%m%dT%H%M%S}.txt"
 
 
 # The training recipe moved from method.* to the protocol group; the old keys keep working.
@@ -357,8 +449,7 @@ def composition_error(argv: list[str]) -> str | None:
             return compose("config", overrides=overrides, return_hydra_config=True)
 
     try:
-        composed(argv)
-        return None
+        return unwritable_run_dir(composed(argv))
     except MissingConfigException as error:
         missing = re.search(r"Could not find '([^']+)/([^']+)'", str(error))
         options = re.findall(r"^\t(\w+)$", str(error).split("Config search path")[0], flags=re.M)
@@ -385,6 +476,23 @@ def composition_error(argv: list[str]) -> str | None:
         return f"{head} ({'; '.join(lines[1:])})." if len(lines) > 1 else f"{head}."
     finally:
         GlobalHydra.instance().clear()
+
+
+def unwritable_run_dir(cfg) -> str | None:
+    """Hydra creates the run folder before noisylab runs (a traceback when it cannot): the
+    folder's nearest existing ancestor must be a writable directory."""
+    try:
+        folder = Path(str(cfg.hydra.run.dir)).expanduser().absolute()
+    except Exception:  # an interpolation only Hydra's run can resolve: Hydra judges it
+        return None
+    ancestor = folder
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return f"the run folder {folder} cannot be made: {ancestor} is a file, not a folder; choose another with hydra.run.dir=<folder>."
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return f"the run folder {folder} cannot be made or written: no write permission in {ancestor}; choose another with hydra.run.dir=<folder>."
+    return None
 
 
 def argv_value(argv: list[str], key: str) -> str:

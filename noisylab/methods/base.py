@@ -402,6 +402,7 @@ class LNLMethod(pl.LightningModule):
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["noisylab_method"] = f"{type(self).__module__}.{type(self).__qualname__}"  # checked at resume
+        checkpoint["noisylab_identity"] = getattr(self, "run_identity", None)  # noisylab.run_folder
         checkpoint["noisylab_history"] = self.history
         name, keys, position, has_gauss, cached = np.random.get_state()
         checkpoint["noisylab_rng"] = {  # plain types and tensors: loads with weights_only

@@ -1,0 +1,149 @@
+"""The run folder's life: one decision, made before anything is written (DESIGN.md).
+
+A run folder is *empty*, *unfinished* (``checkpoints/last.ckpt``, no ``results.json``),
+*finished* (``results.json``) or *failed* (``error.txt`` only). A run first works out its
+*identity* — every resolved config key that can change the training trajectory (method and
+settings, data and split, noise, model, protocol and epochs, schedule, quirks, seed, speed
+numerics, trainer limits) — and validates everything it can, writing nothing. Then
+:func:`decide`, a pure function of (folder state, identity, ``resume``, ``ckpt_path``), says
+what to do:
+
+=================  ====================  ==========================================
+folder             same identity         another identity (or unknown)
+=================  ====================  ==========================================
+empty / failed     start                 start
+unfinished         resume from its       replace (say so), start
+                   last.ckpt
+finished           skip (one line;       replace (say so), start
+                   results.json stays)
+=================  ====================  ==========================================
+
+``resume=false`` starts afresh and replaces whatever the folder holds. An explicit
+``ckpt_path=<file>`` resumes from that file (its identity must equal this run's: one sentence
+names the first key that differs, with both values) and replaces the folder's earlier run.
+``ckpt_path=last`` / ``auto`` are the default's behaviour, named. Nothing is removed until
+every check has passed (``noisylab.checkpoints.prepare_run_dir`` runs after the decision).
+
+What may change between a run and its resume, because it cannot change what is trained:
+``FREE_KEYS`` below (loggers, output paths, progress display, the data's location and
+download, the evaluation batch size, where the data lives, the accelerator kind). Everything
+else, the number of epochs included (every learning-rate plan, forget-rate schedule and
+stage plan is a function of it), is part of the identity.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from noisylab.checkpoints import LAST
+
+# Keys (and key prefixes) that cannot change the training trajectory.
+FREE_KEYS = (
+    "logger", "paths", "callbacks", "ckpt_path", "resume", "optimized_metric", "task_name", "hydra", "sweep",
+    "wandb", "experiment",
+    "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps",
+    "trainer.default_root_dir", "trainer.accelerator", "trainer.deterministic", "trainer.enable_checkpointing",
+    "data.root", "data.download", "data.eval_batch_size", "data.num_workers", "data.on_device",
+    "speed.name", "speed.data_on_device",
+)
+START, RESUME, SKIP = "start", "resume", "skip"
+
+
+def _free(key: str) -> bool:
+    return any(key == free or key.startswith(free + ".") for free in FREE_KEYS)
+
+
+def _flatten(value, prefix: str = "") -> dict:
+    if isinstance(value, dict):
+        flat = {}
+        for key, item in value.items():
+            flat.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return flat
+    return {prefix: json.loads(json.dumps(value, default=str))}  # tuples as lists, as read back
+
+
+def identity(values: dict) -> dict:
+    """The run's identity: the resolved config (a plain dict) as ``dotted.key -> value``,
+    less the keys that cannot change what is trained."""
+    return {key: value for key, value in _flatten(values).items() if not _free(key)}
+
+
+def difference(then: dict, now: dict) -> str | None:
+    """The first key whose value differs, as ``key=old`` / ``key=new`` (None: the same)."""
+    for key in sorted(then.keys() | now.keys()):
+        if then.get(key, "<unset>") != now.get(key, "<unset>"):
+            return f"{key}={_shown(then.get(key, '<unset>'))}", f"{key}={_shown(now.get(key, '<unset>'))}"
+    return None
+
+
+def _shown(value) -> str:
+    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+
+
+@dataclass(frozen=True)
+class FolderState:
+    kind: str  # empty, unfinished, finished, failed
+    identity: dict | None = None  # None: unknown (an older run, an unreadable file)
+    checkpoint: Path | None = None
+    epochs_done: int | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: str  # start, resume or skip
+    checkpoint: Path | None = None  # resume from it
+    replace: bool = False  # the folder's earlier run is removed first (after every check)
+    notice: str | None = None  # one line for the user
+
+
+def read_state(folder: Path) -> FolderState:
+    """What ``folder`` holds, read without writing anything (and without PyTorch)."""
+    from noisylab.checkpoint_info import read_checkpoint
+    from noisylab.errors import ConfigError
+
+    results, checkpoint = folder / "results.json", folder / "checkpoints" / LAST
+    if results.is_file():
+        try:
+            record = json.loads(results.read_text())
+            known = record.get("identity") or (identity(record["config"]) if "config" in record else None)
+        except (OSError, ValueError, KeyError, AttributeError):
+            known = None
+        return FolderState("finished", known)
+    if checkpoint.is_file():
+        try:
+            held = read_checkpoint(checkpoint)
+        except ConfigError:  # a torn or foreign file: nothing to resume from
+            return FolderState("unfinished", None, checkpoint)
+        known = held.get("noisylab_identity")
+        epoch = held.get("epoch")
+        return FolderState("unfinished", known if isinstance(known, dict) else None, checkpoint,
+                           epoch + 1 if isinstance(epoch, int) else None)
+    if (folder / "error.txt").is_file():
+        return FolderState("failed")
+    return FolderState("empty")
+
+
+def decide(state: FolderState, mine: dict, resume: bool = True, ckpt_path: str | None = None) -> Decision:
+    """What a run with identity ``mine`` does in a folder in ``state`` (see the table above)."""
+    occupied = state.kind in ("finished", "unfinished")
+    if ckpt_path not in (None, "last", "auto"):
+        replaced = f"the folder's earlier run is replaced by this one, resumed from {ckpt_path}" if occupied else None
+        return Decision(RESUME, Path(ckpt_path), replace=state.kind != "empty", notice=replaced)
+    if not resume:
+        return Decision(START, replace=state.kind != "empty",
+                        notice="resume=false: the folder's earlier run is replaced" if occupied else None)
+    if not occupied:
+        named = "nothing to resume in the run folder: starting" if ckpt_path in ("last", "auto") else None
+        return Decision(START, replace=state.kind == "failed", notice=named)
+    differs = difference(state.identity, mine) if state.identity is not None else None
+    if state.identity is None or differs:
+        why = f" ({differs[0]}, this run {differs[1]})" if differs else " (of unknown settings)"
+        return Decision(START, replace=True,
+                        notice=f"the folder held another run{why}: it is replaced by this run")
+    if state.kind == "finished":
+        return Decision(SKIP, notice="the folder already holds this run's results: skipped "
+                                     "(resume=false runs it again)")
+    done = f" after {state.epochs_done} epochs" if state.epochs_done is not None else ""
+    return Decision(RESUME, state.checkpoint, notice=f"resuming this run from its checkpoint{done}")

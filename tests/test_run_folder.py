@@ -1,0 +1,116 @@
+"""The run folder's life (noisylab.run_folder): the decision as a table, and what it means
+for real runs — a finished run survives every refused rerun byte for byte, a rerun of the
+same run skips or resumes, a resume that would change the trajectory is refused."""
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from noisylab.errors import ConfigError
+from noisylab.run_folder import RESUME, SKIP, START, FolderState, decide, difference, identity
+from noisylab.train import run, task
+
+MINE = {"seed": 0, "method.name": "ce", "protocol.epochs": 2}
+OTHER = {**MINE, "seed": 1}
+CKPT = Path("/runs/a/checkpoints/last.ckpt")
+
+# (folder state, its identity, resume, ckpt_path) -> (action, resumes from, replaces, notice contains)
+TABLE = [
+    (FolderState("empty"), True, None, (START, None, False, None)),
+    (FolderState("failed"), True, None, (START, None, True, None)),
+    (FolderState("finished", MINE), True, None, (SKIP, None, False, "already holds this run's results")),
+    (FolderState("finished", OTHER), True, None, (START, None, True, "seed=1, this run seed=0")),
+    (FolderState("finished", None), True, None, (START, None, True, "unknown settings")),
+    (FolderState("unfinished", MINE, CKPT, 1), True, None, (RESUME, CKPT, False, "after 1 epochs")),
+    (FolderState("unfinished", OTHER, CKPT, 1), True, None, (START, None, True, "another run")),
+    (FolderState("unfinished", None, CKPT), True, None, (START, None, True, "unknown settings")),
+    (FolderState("finished", MINE), False, None, (START, None, True, "resume=false")),
+    (FolderState("unfinished", MINE, CKPT, 1), False, None, (START, None, True, "resume=false")),
+    (FolderState("empty"), True, "last", (START, None, False, "nothing to resume")),
+    (FolderState("unfinished", MINE, CKPT, 1), True, "auto", (RESUME, CKPT, False, "resuming")),
+    (FolderState("finished", MINE), True, "/x/last.ckpt", (RESUME, Path("/x/last.ckpt"), True, "replaced")),
+    (FolderState("empty"), True, "/x/last.ckpt", (RESUME, Path("/x/last.ckpt"), False, None)),
+]
+
+
+@pytest.mark.parametrize(("state", "resume", "ckpt_path", "expected"), TABLE)
+def test_the_decision_table(state, resume, ckpt_path, expected):
+    decision = decide(state, MINE, resume, ckpt_path)
+    action, checkpoint, replace, notice = expected
+    assert (decision.action, decision.checkpoint, decision.replace) == (action, checkpoint, replace)
+    assert (decision.notice is None) if notice is None else (notice in decision.notice)
+
+
+def test_identity_leaves_out_only_what_cannot_change_the_training():
+    values = {"seed": 3, "logger": {"csv": {"save_dir": "x"}}, "paths": {"output_dir": "o"},
+              "trainer": {"max_epochs": 5, "enable_progress_bar": False, "accelerator": "gpu", "precision": "32"},
+              "data": {"root": "/d", "name": "cifar10", "eval_batch_size": 9, "augment": "crop_flip"},
+              "speed": {"bf16": True, "data_on_device": "auto"}, "protocol": {"optimizer": {"lr": 0.1}}}
+    assert identity(values) == {"seed": 3, "trainer.max_epochs": 5, "trainer.precision": "32", "data.name": "cifar10",
+                                "data.augment": "crop_flip", "speed.bf16": True, "protocol.optimizer.lr": 0.1}
+    assert difference({"a": 1, "b": [1, 2]}, {"a": 1, "b": [1, 3]}) == ("b=[1, 2]", "b=[1, 3]")
+    assert difference({"a": 1}, {"a": 1, "c": 2}) == ("c=<unset>", "c=2")
+
+
+FAST = ["method=ce", "debug=fast", "trainer.enable_progress_bar=false"]
+
+
+def files(folder: Path) -> dict:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_a_finished_run_survives_refused_reruns_and_skips_a_repeat(make_cfg, one_thread, tmp_path, capsys):
+    folder = tmp_path / "run"
+    first = run(make_cfg(*FAST, f"paths.output_dir={folder}"))
+    before = files(folder)
+    assert "results.json" in before and ".hydra/overrides.yaml" in before
+    for bad in (["method=gce", "method.q=nan"], ["data=cifar10", f"data.root={tmp_path}/none"],
+                ["noise.load_from=/nonexistent.npz"]):
+        with pytest.raises(SystemExit) as refused:
+            task(make_cfg(*FAST, f"paths.output_dir={folder}", *bad))
+        assert refused.value.code == 2
+        after = files(folder)
+        beside = [k for k in after if k.startswith("error-")]
+        assert {k: v for k, v in after.items() if not k.startswith("error-")} == before, bad
+        for name in beside:
+            (folder / name).unlink()
+    again = run(make_cfg(*FAST, f"paths.output_dir={folder}"))
+    assert again.get("skipped") and again["metrics"] == first["metrics"] and files(folder) == before
+    assert "already holds this run's results: skipped" in capsys.readouterr().out
+
+
+def test_an_unfinished_run_resumes_by_itself_and_a_changed_trajectory_is_refused(make_cfg, one_thread, tmp_path):
+    base = [*FAST, "method=coteaching", "protocol.epochs=3"]
+    whole = run(make_cfg(*base))
+    folder = tmp_path / "stopped"
+    stop = ["+callbacks.stop._target_=tests.test_resume.signal_at", "+callbacks.stop.name=SIGTERM",
+            "+callbacks.stop.epoch=1", "+callbacks.stop.batch=1"]
+    with pytest.raises(SystemExit) as stopped:
+        task(make_cfg(*base, f"paths.output_dir={folder}", *stop))
+    assert stopped.value.code == 128 + signal.SIGTERM
+    checkpoint = folder / "checkpoints" / "last.ckpt"
+    error = (folder / "error.txt").read_bytes()
+    for changed, key in ((["seed=1"], "seed=0"), (["protocol.batch_size=64"], "protocol.batch_size=128"),
+                         (["protocol.optimizer.lr=0.01"], "protocol.optimizer.lr=0.001")):
+        with pytest.raises(ConfigError, match=f"was trained with {key}"):
+            run(make_cfg(*base, *changed, f"ckpt_path={checkpoint}"))
+    assert (folder / "error.txt").read_bytes() == error and checkpoint.is_file()
+    with pytest.raises(ConfigError, match="trainer.max_epochs=5 differs from protocol.epochs=3"):
+        run(make_cfg(*base, "trainer.max_epochs=5"))
+    resumed = run(make_cfg(*base, f"paths.output_dir={folder}"))  # started again, as a requeue does
+    assert resumed["resumed_from"] == str(checkpoint)
+    assert resumed["epochs"] == whole["epochs"] == 3 and resumed["metrics"] == whole["metrics"]
+    assert not (folder / "error.txt").exists()
+
+
+def test_an_impossible_run_folder_is_one_sentence(make_cfg, tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match="cannot be written"):
+        run(make_cfg(*FAST, f"paths.output_dir={tmp_path / 'file' / 'run'}"))
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        with pytest.raises(ConfigError, match="cannot be written"):
+            run(make_cfg(*FAST, f"paths.output_dir={locked / 'run'}"))
