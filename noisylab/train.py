@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -119,29 +118,13 @@ def build_loggers(cfg: DictConfig) -> list:
     for name, logger_cfg in (cfg.get("logger") or {}).items():
         if logger_cfg is None or "_target_" not in logger_cfg:
             continue
-        if name == "wandb":
-            logger_cfg = OmegaConf.merge(logger_cfg, {"offline": wandb_offline(logger_cfg)})
-        loggers.append(instantiate(logger_cfg))
+        arguments = {}
+        if name == "wandb":  # online or offline, the run's W&B id, the sweep's group (noisylab/wandb_dashboard.py)
+            from noisylab.wandb_dashboard import logger_arguments
+
+            arguments = logger_arguments(logger_cfg, Path(cfg.paths.output_dir), cfg.get("ckpt_path"))
+        loggers.append(instantiate(logger_cfg, **arguments))
     return loggers
-
-
-def wandb_offline(logger_cfg) -> bool:
-    """Offline unless asked online and both an API key and the W&B server are reachable."""
-    if logger_cfg.get("offline") is not None and logger_cfg.get("offline") != "auto":
-        return bool(logger_cfg.offline)
-    if os.environ.get("WANDB_MODE") in ("offline", "dryrun", "disabled"):
-        return True
-    netrc = Path.home() / ".netrc"
-    has_key = bool(os.environ.get("WANDB_API_KEY")) or (netrc.is_file() and "api.wandb.ai" in netrc.read_text())
-    if not has_key:
-        return True
-    import socket
-
-    try:
-        socket.create_connection(("api.wandb.ai", 443), timeout=3).close()
-        return False
-    except OSError:
-        return True
 
 
 def quiet_lightning() -> None:
@@ -188,8 +171,11 @@ def run(cfg: DictConfig) -> dict:
     trainer = instantiate(cfg.trainer, logger=build_loggers(cfg) or False, callbacks=callbacks,
                           **speed_settings.trainer_overrides(speed, cfg.trainer))
     speed_settings.apply(speed, method, datamodule, trainer)
-    for logger in trainer.loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    if trainer.loggers:
+        from noisylab.wandb_dashboard import extra_config, publish
+
+        for logger in trainer.loggers:
+            logger.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), **extra_config()})
     noisy_file = output_dir / "noisy_labels.npz"
     if trainer.is_global_zero:  # under DDP every rank runs this function; rank 0 writes
         datamodule.save_noisy_labels(output_dir)
@@ -214,6 +200,8 @@ def run(cfg: DictConfig) -> dict:
         if trainer.is_global_zero:
             results["per_sample"] = str(write_per_sample(output_dir, method, datamodule))
             write_json_atomic(output_dir / "results.json", results)
+            if trainer.loggers:
+                publish(trainer.loggers, results, output_dir)  # summary, media, artifact, hp_metric
         results["rank"] = trainer.global_rank
     finally:
         finish_wandb()
