@@ -168,8 +168,10 @@ def run(cfg: DictConfig) -> dict:
     datamodule.prepare()
     method = build_method(cfg, datamodule)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
-    trainer = instantiate(cfg.trainer, logger=build_loggers(cfg) or False, callbacks=callbacks,
-                          **speed_settings.trainer_overrides(speed, cfg.trainer))
+    overrides = speed_settings.trainer_overrides(speed, cfg.trainer)
+    if any(getattr(c, "replaces_progress_bar", False) for c in callbacks):  # a log file: one line per epoch
+        overrides["enable_progress_bar"] = False
+    trainer = instantiate(cfg.trainer, logger=build_loggers(cfg) or False, callbacks=callbacks, **overrides)
     speed_settings.apply(speed, method, datamodule, trainer)
     if trainer.loggers:
         from noisylab.wandb_dashboard import extra_config, publish
