@@ -318,8 +318,24 @@ def rewrite_overrides(argv: list[str]) -> list[str]:
                 arg = prefix + "protocol." + head[len("method."):]
             elif prefix == "" and "=" in head:
                 arg = "++" + head
+        arg = optimizer_name_override(arg)
         out.append(arg)
     return out
+
+
+def optimizer_name_override(arg: str) -> str:
+    """``protocol.optimizer.name=sgd`` (the old spelling) -> ``protocol.optimizer._target_=torch.optim.SGD``,
+    with a one-line notice; likewise ``protocol.meta.optimizer.name``."""
+    from noisylab.schema import SHORT_NAMES
+
+    head = arg.lstrip("+~")
+    key, sep, value = head.partition("=")
+    if not sep or key not in ("protocol.optimizer.name", "protocol.meta.optimizer.name"):
+        return arg
+    node = key.removesuffix(".name")
+    new = f"{node}._target_={SHORT_NAMES.get(value, 'torch.optim.' + value)}"
+    print(f"noisylab: {head} is now written {new} (any torch optimiser).", file=sys.stderr, flush=True)
+    return new
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
