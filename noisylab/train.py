@@ -397,10 +397,22 @@ def argv_value(argv: list[str], key: str) -> str:
     return next((arg.lstrip("+~") for arg in argv if arg.lstrip("+~").startswith(key + "=")), key + "=...")
 
 
+def register_plugins() -> None:
+    """noisylab's Hydra plugins (the S2E sweeper), registered by hand: Hydra finds plugins by
+    scanning the ``hydra_plugins`` namespace, which an editable install does not extend, so
+    outside the checkout ``hydra/sweeper=s2e`` would be an unknown plugin."""
+    from hydra.core.plugins import Plugins
+
+    from hydra_plugins.noisylab_s2e import S2ESweeper
+
+    Plugins.instance().register(S2ESweeper)
+
+
 def main() -> float | None:
     from noisylab.interrupts import exit_when_interrupted
 
     sys.argv[1:] = rewrite_overrides(sys.argv[1:])
+    register_plugins()
     with exit_when_interrupted():  # Ctrl-C while starting up: one sentence, no traceback
         sentence = composition_error(sys.argv[1:])
         if sentence:
