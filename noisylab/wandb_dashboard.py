@@ -78,7 +78,7 @@ def _ask_wandb() -> tuple[bool, str]:
 # ---------------------------------------------------------------------------- the run's identity
 def sweep_facts() -> dict | None:
     """In a Hydra multirun: the sweep id (the ``+sweep=`` name, else ``multirun``, and the
-    sweep folder's last two parts: ``coteaching_cifar10-2026-12-04-18-00-00``), the job's
+    sweep folder's last two parts: ``coteaching_cifar10-2026-12-04_18-00-00``), the job's
     overrides, and its group; None in a single run."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -92,7 +92,8 @@ def sweep_facts() -> dict | None:
 
 
 def sweep_id(name: str | None, sweep_dir: str | Path) -> str:
-    return "-".join([name or "multirun", *Path(sweep_dir).parts[-2:]])[:64]  # W&B's limit for a tag
+    parts = [part for part in Path(sweep_dir).parts[-2:] if part != name]
+    return "-".join([name or "multirun", *parts])[:64]  # W&B's limit for a tag
 
 
 def group_name(sweep: str, overrides: list[str]) -> str:
