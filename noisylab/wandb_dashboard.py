@@ -120,7 +120,9 @@ def run_id(output_dir: Path, ckpt_path: str | None) -> str:
 
 def logger_arguments(logger_cfg, output_dir: Path, ckpt_path: str | None) -> dict:
     """Keys merged into ``logger.wandb`` before it is instantiated."""
-    arguments = {"offline": wandb_mode(logger_cfg.get("offline")), "id": run_id(output_dir, ckpt_path),
+    offline = wandb_mode(logger_cfg.get("offline"))
+    # mode too: Lightning says offline through WANDB_MODE, which wandb read when it was asked above
+    arguments = {"offline": offline, "mode": "offline" if offline else "online", "id": run_id(output_dir, ckpt_path),
                  "resume": "allow"}
     facts = sweep_facts()
     if facts:
