@@ -397,6 +397,24 @@ def argv_value(argv: list[str], key: str) -> str:
     return next((arg.lstrip("+~") for arg in argv if arg.lstrip("+~").startswith(key + "=")), key + "=...")
 
 
+LAUNCHER_PLUGINS = {"slurm": "hydra_submitit_launcher", "submitit_slurm": "hydra_submitit_launcher",
+                    "submitit_local": "hydra_submitit_launcher", "slurm_bundle": "hydra_joblib_launcher",
+                    "joblib_share": "hydra_joblib_launcher", "joblib": "hydra_joblib_launcher"}
+
+
+def missing_launcher(argv: list[str]) -> str | None:
+    """``hydra/launcher=slurm`` without Hydra's submitit plugin installed: one sentence."""
+    import importlib.util
+
+    for arg in argv:
+        key, _, value = arg.lstrip("+~").partition("=")
+        plugin = LAUNCHER_PLUGINS.get(value) if key == "hydra/launcher" else None
+        if plugin and importlib.util.find_spec(f"hydra_plugins.{plugin}") is None:
+            return (f"hydra/launcher={value} needs Hydra's {plugin.replace('_', '-')} plugin: "
+                    'pip install -e ".[cluster]" (docs/cluster.md).')
+    return None
+
+
 def register_plugins() -> None:
     """noisylab's Hydra plugins (the S2E sweeper), registered by hand: Hydra finds plugins by
     scanning the ``hydra_plugins`` namespace, which an editable install does not extend, so
@@ -414,7 +432,7 @@ def main() -> float | None:
     sys.argv[1:] = rewrite_overrides(sys.argv[1:])
     register_plugins()
     with exit_when_interrupted():  # Ctrl-C while starting up: one sentence, no traceback
-        sentence = composition_error(sys.argv[1:])
+        sentence = missing_launcher(sys.argv[1:]) or composition_error(sys.argv[1:])
         if sentence:
             print(f"noisylab: error: {sentence}", file=sys.stderr, flush=True)
             sys.exit(2)

@@ -265,3 +265,13 @@ def test_the_report_draws_the_papers_number_in_the_chosen_format(tmp_path, monke
 def test_the_makefile_runs_with_one_thread():
     run = next(line for line in (ROOT / "Makefile").read_text().splitlines() if "python -m noisylab $(ARGS)" in line)
     assert "OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1}" in run
+
+
+def test_a_launcher_preset_without_its_plugin_is_one_sentence(monkeypatch):
+    from noisylab import train
+
+    assert train.missing_launcher(["-m", "hydra/launcher=basic", "seed=0,1"]) is None
+    monkeypatch.setitem(train.LAUNCHER_PLUGINS, "slurm", "hydra_not_installed_launcher")
+    assert train.missing_launcher(["-m", "hydra/launcher=slurm"]) == (
+        "hydra/launcher=slurm needs Hydra's hydra-not-installed-launcher plugin: pip install -e \".[cluster]\" "
+        "(docs/cluster.md).")
