@@ -31,6 +31,8 @@ from urllib.parse import urlparse
 
 from pytorch_lightning.loggers import WandbLogger
 
+from noisylab.interrupts import rank_zero
+
 HEADLINE = ("test/acc", "test/acc_last10", "test/acc_best", "test/acc_at_best_val", "val/acc", "val/acc_best",
             "train/label_precision", "train/detection_auc")
 RUN_ID_FILE = "wandb_run_id"
@@ -114,13 +116,14 @@ def run_id(output_dir: Path, ckpt_path: str | None) -> str:
     stored = Path(ckpt_path).resolve().parent.parent / RUN_ID_FILE if ckpt_path else None
     found = stored.read_text().strip() if stored is not None and stored.is_file() else ""
     identifier = found or secrets.token_hex(4)  # W&B's ids: 8 characters [a-z0-9]
-    (output_dir / RUN_ID_FILE).write_text(identifier + "\n")
+    if rank_zero():  # under DDP only rank 0 has a W&B run
+        (output_dir / RUN_ID_FILE).write_text(identifier + "\n")
     return identifier
 
 
 def logger_arguments(logger_cfg, output_dir: Path, ckpt_path: str | None) -> dict:
     """Keys merged into ``logger.wandb`` before it is instantiated."""
-    offline = wandb_mode(logger_cfg.get("offline"))
+    offline = wandb_mode(logger_cfg.get("offline"), announce=rank_zero())
     # mode too: Lightning says offline through WANDB_MODE, which wandb read when it was asked above
     arguments = {"offline": offline, "mode": "offline" if offline else "online", "id": run_id(output_dir, ckpt_path),
                  "resume": "allow"}
