@@ -18,8 +18,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install noisylab with its dev tools
 
-run: $(STAMP)  ## the main job: Co-teaching on digits (embedded) with 50% symmetric noise; ARGS=... adds overrides
-	WANDB_MODE=$${WANDB_MODE:-offline} $(BIN)/python -m noisylab $(ARGS)
+run: $(STAMP)  ## the main job: Co-teaching on digits (embedded) with 50% symmetric noise, one thread; ARGS=... adds overrides
+	WANDB_MODE=$${WANDB_MODE:-offline} OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m noisylab $(ARGS)
 
 test: $(STAMP)  ## the test suite (CPU, about 10 minutes; one thread per process: tiny networks train faster so)
 	WANDB_MODE=offline OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest -q $(ARGS)

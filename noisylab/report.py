@@ -38,7 +38,8 @@ runs have, exit status 2, nothing written.
 
 Writes ``report.md``, ``report.csv`` (one row per group) and ``report_curves.png`` (per-epoch
 test accuracy and label precision, mean ± std over seeds, one column per noise: the figures of
-the Co-teaching paper) into ``sweep_dir`` and prints the Markdown. Everything is read relative
+the Co-teaching paper; ``--format pdf|svg``, ``--dpi``) into ``sweep_dir`` and prints the
+Markdown; ``--wandb`` also logs the table and the curves to W&B (noisylab/wandb_dashboard.py). Everything is read relative
 to the job folders found below ``sweep_dir``, never from the absolute paths inside
 ``results.json``, so a moved or copied sweep folder reports the same.
 """
@@ -480,11 +481,13 @@ def mean_curve(series: list[list[float]]):
     return values.mean(axis=0), values.std(axis=0, ddof=1) if len(series) > 1 else None, len(series)
 
 
-def plot_curves(path: Path, title: str, cells: dict, groups: list[tuple], keys: list[str]) -> bool:
-    """``report_curves.png``: rows = test accuracy, label precision; one column per value of
-    ``noise`` (else of the first swept key); one line per group, the mean over its seeds with
-    a band of ± one standard deviation where there are several; markers on short runs (a
-    1-epoch run is one point); a legend in every column, the sweep as the title."""
+def plot_curves(path: Path, title: str, cells: dict, groups: list[tuple], keys: list[str], dpi: int = 110) -> bool:
+    """``report_curves.<png|pdf|svg>`` (the suffix of ``path``): rows = test accuracy, label
+    precision; one column per value of ``noise`` (else of the first swept key); one line per
+    group, the mean over its seeds with a band of ± one standard deviation where there are
+    several; markers on short runs (a 1-epoch run is one point); the paper's number as a star
+    beside the group's last epoch, in its colour; one legend for the figure, the sweep's name
+    in the title."""
     import numpy as np
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -500,7 +503,7 @@ def plot_curves(path: Path, title: str, cells: dict, groups: list[tuple], keys: 
     figure = Figure(figsize=(4.5 * len(columns) + 1, 7))
     FigureCanvasAgg(figure)
     axes = figure.subplots(2, len(columns), squeeze=False)
-    drawn = False
+    drawn, papers = False, any(cells[group]["paper"] is not None for group in groups)
     for group in groups:
         column = columns.index(group[split]) if split is not None else 0
         rest = tuple(v for i, v in enumerate(group) if i != split)
@@ -524,6 +527,9 @@ def plot_curves(path: Path, title: str, cells: dict, groups: list[tuple], keys: 
                 axis.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
             elif std is not None:  # a band over one or two epochs is too thin to see
                 axis.errorbar(epochs, mean, yerr=std, fmt="none", ecolor=color, capsize=4)
+            if row == 0 and cells[group]["paper"] is not None:  # the paper's final number, beside ours
+                axis.plot([epochs[-1] + 0.25], [cells[group]["paper"]], linestyle="none", marker="*", markersize=11,
+                          color=color, markeredgecolor="black", markeredgewidth=0.5)
             drawn = True
     if not drawn:
         return False
@@ -534,18 +540,27 @@ def plot_curves(path: Path, title: str, cells: dict, groups: list[tuple], keys: 
             axis = axes[row][column]
             axis.set_ylabel(f"{name} (%)")
             longest = max((len(line.get_xdata()) for line in axis.lines), default=1)
-            axis.set_xlim(-0.5, longest - 0.5)
+            axis.set_xlim(-0.5, longest - 0.5 + (0.5 if row == 0 and papers else 0))
             if longest <= 15:
                 axis.set_xticks(range(longest))
             else:
                 axis.xaxis.set_major_locator(MaxNLocator(integer=True))
             axis.grid(alpha=0.3)
-            if axis.lines:
-                axis.legend(fontsize=7 if len(lines) > 6 else 8)
+    handles = {line.get_label(): line for axis in figure.axes for line in axis.lines
+               if not line.get_label().startswith("_")}
+    if papers:
+        from matplotlib.lines import Line2D
+
+        handles["the paper's number (★, in its group's colour)"] = Line2D(
+            [], [], linestyle="none", marker="*", markersize=11, color="white", markeredgecolor="black")
+    columns_of_legend = min(len(handles), 3)
+    rows_of_legend = -(-len(handles) // columns_of_legend)
+    figure.legend(list(handles.values()), list(handles), loc="lower center", ncol=columns_of_legend,
+                  fontsize=7 if len(handles) > 6 else 8, frameon=False)
     figure.suptitle(title)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, min(0.04 + 0.035 * rows_of_legend, 0.5), 1, 1))
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
+    figure.savefig(buffer, format=path.suffix.lstrip("."), dpi=dpi)
     write_bytes_atomic(path, buffer.getvalue())
     return True
 
@@ -556,8 +571,9 @@ def _describe(job: Job, sweep_dir: Path) -> str:
     return f"- {job.folder.relative_to(sweep_dir)}" + (f" ({overrides})" if overrides else "") + f": {why}"
 
 
-def report(sweep_dir: str | Path, metric: str = DEFAULT_METRIC) -> str:
-    """Builds the table for ``sweep_dir``, writes report.md and report.csv there, returns it."""
+def report(sweep_dir: str | Path, metric: str = DEFAULT_METRIC, fmt: str = "png", dpi: int = 110) -> str:
+    """Builds the table for ``sweep_dir``, writes report.md, report.csv and the curves
+    (``report_curves.<fmt>``) there, returns it."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"no such sweep directory: {sweep_dir}")
@@ -613,8 +629,8 @@ def report(sweep_dir: str | Path, metric: str = DEFAULT_METRIC) -> str:
     if notes:
         text += "\n" + "\n".join(notes) + "\n"
     curves = f"Sweep {sweep_dir.name}: per-epoch curves, mean ± std over seeds"
-    if plot_curves(sweep_dir / "report_curves.png", curves, cells, groups, keys):
-        text += "\nCurves: report_curves.png\n"
+    if plot_curves(sweep_dir / f"report_curves.{fmt}", curves, cells, groups, keys, dpi):
+        text += f"\nCurves: report_curves.{fmt}\n"
     write_bytes_atomic(sweep_dir / "report.md", text.encode())
     write_csv(sweep_dir / "report.csv", cells, groups, keys, metric)
     return text
@@ -624,14 +640,29 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m noisylab.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("sweep_dir", help="the multirun directory (holds one folder per job)")
     parser.add_argument("--metric", default=DEFAULT_METRIC, help="metric from results.json (default: %(default)s)")
+    parser.add_argument("--format", default="png", choices=("png", "pdf", "svg"), dest="fmt",
+                        help="the curves' file format (default: %(default)s)")
+    parser.add_argument("--dpi", default=110, type=int, help="the curves' resolution (default: %(default)s)")
+    parser.add_argument("--wandb", action="store_true", help="also log the table and the curves to W&B as one "
+                        "run of the sweep's group (offline without a key; docs/wandb.md)")
+    parser.add_argument("--wandb-project", default="noisylab", help="the W&B project (default: %(default)s)")
     args = parser.parse_args(argv)
+    if args.dpi < 1:
+        parser.error(f"--dpi must be a positive number of dots per inch, got {args.dpi}.")
     try:
-        text = report(args.sweep_dir, args.metric)
+        text = report(args.sweep_dir, args.metric, args.fmt, args.dpi)
     except (FileNotFoundError, ReportError) as error:
         print(f"noisylab.report: error: {error}", file=sys.stderr)
         return 2
     print(text, end="")
     print(f"written: report.md and report.csv in {args.sweep_dir}")
+    if args.wandb:
+        from noisylab.wandb_dashboard import publish_report
+
+        sweep_dir = Path(args.sweep_dir)
+        where = publish_report(sweep_dir, sweep_dir / "report.csv", sorted(sweep_dir.glob("report_curves.*")),
+                               args.wandb_project)
+        print(f"W&B: the table and the curves in {where}")
     return 0
 
 

@@ -93,7 +93,6 @@ from pathlib import Path
 
 import numpy as np
 from hydra.plugins.sweeper import Sweeper
-from scipy.special import digamma, polygamma
 
 from noisylab.errors import ConfigError, NoisyLabError
 from noisylab.results import write_bytes_atomic
@@ -128,6 +127,8 @@ def beta_score(u: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
     ∂/∂a = log u + ψ(a+b) - ψ(a),   ∂/∂b = log(1-u) + ψ(a+b) - ψ(b).
     """
+    from scipy.special import digamma  # here: Hydra imports this module on every run (its plugin scan)
+
     u = np.clip(np.asarray(u, dtype=float), CLIP, 1.0 - CLIP)
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     common = digamma(a + b)
@@ -139,6 +140,8 @@ def beta_log_hessian(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
     [[ψ'(a+b) - ψ'(a), ψ'(a+b)], [ψ'(a+b), ψ'(a+b) - ψ'(b)]].
     """
+    from scipy.special import polygamma
+
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     common = polygamma(1, a + b)
     hessian = np.empty(a.shape + (2, 2))

@@ -70,22 +70,22 @@ class Target(Open):
 
 
 # ---------------------------------------------------------------------------- protocol
-class Adam(Group):
-    name: Literal["adam"]
+class Optimizer(Open):
+    """Any torch optimiser as Hydra's ``_target_`` with ``_partial_: true`` (the parameters are
+    given when it is built); the common keys typed here, every key checked against the
+    optimiser's arguments (:func:`optimizer_settings`). ``name: adam|sgd|adamw`` is the old
+    shorthand for the three ``_target_`` s."""
+
+    target: str = Field(alias="_target_")
+    partial: Literal[True] = Field(alias="_partial_", description="true (the parameters come when it is built)")
     lr: Float(gt=0)
-    betas: Annotated[list[Fraction], Field(min_length=2, max_length=2, description="two numbers in [0, 1)")] = [0.9, 0.999]
-    weight_decay: Float(ge=0) = 0.0
+    betas: Annotated[list[Fraction], Field(min_length=2, max_length=2, description="two numbers in [0, 1)")] = None
+    momentum: Fraction = None
+    weight_decay: Float(ge=0) = None
+    nesterov: bool = None
 
 
-class SGD(Group):
-    name: Literal["sgd"]
-    lr: Float(gt=0)
-    momentum: Fraction = 0.9
-    weight_decay: Float(ge=0) = 0.0
-    nesterov: bool = False
-
-
-OPTIMIZERS = {"adam": Adam, "sgd": SGD}
+SHORT_NAMES = {"adam": "torch.optim.Adam", "sgd": "torch.optim.SGD", "adamw": "torch.optim.AdamW"}
 
 
 class NoDecay(Open):
@@ -121,14 +121,14 @@ class Meta(Group):
     """A recipe's settings for a meta-learner (Meta-Weight-Net's V), read by the method's config."""
 
     weight_norm: str | None = None
-    optimizer: Annotated[Adam | SGD, Field(discriminator="name")] | None = None
+    optimizer: dict | None = None  # checked by optimizer_settings
 
 
 class Protocol(Group):
     name: str
     epochs: Int(ge=1)
     batch_size: Int(ge=1)
-    optimizer: Annotated[Adam | SGD, Field(discriminator="name")]
+    optimizer: Annotated[dict, Field(description="a group of settings (key: value)")]  # checked by optimizer_settings
     lr_schedule: Annotated[NoDecay | LinearDecay | MultiStep | Cosine | CosineRestarts,
                            Field(discriminator="name")] = NoDecay(name="none")
     augment: Augment | None = None
@@ -475,6 +475,9 @@ def check_config(cfg) -> None:
         key = getattr(error, "full_key", None) or "the config"
         raise ConfigError(f"{key} cannot be resolved: {(str(error).splitlines() or ['?'])[0]}.") from None
     checked(RunConfig, values)
+    optimizer_settings(values["protocol"]["optimizer"], "protocol.optimizer")
+    if (values["protocol"].get("meta") or {}).get("optimizer"):
+        optimizer_settings(values["protocol"]["meta"]["optimizer"], "protocol.meta.optimizer")
     check_trainer_arguments(values["trainer"])
     epochs, max_epochs = values["protocol"].get("epochs"), values["trainer"]["max_epochs"]
     if epochs is not None and max_epochs != epochs:
@@ -488,14 +491,64 @@ def check_config(cfg) -> None:
 
 
 def optimizer_settings(cfg, key: str = "optimizer") -> dict:
-    """An optimiser's settings (``name`` adam or sgd, the default adam) validated, with defaults."""
+    """An optimiser's node validated: ``_target_`` (a torch optimiser: its arguments read from
+    torch's source, without importing it) with ``_partial_: true`` and its arguments; the old
+    ``name: adam|sgd|adamw`` becomes the ``_target_``. Returns the node's keys."""
     from omegaconf import DictConfig, OmegaConf
 
     values = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-    values.setdefault("name", "adam")
-    if values["name"] not in OPTIMIZERS:
-        raise ConfigError(f"{key}.name must be one of {', '.join(OPTIMIZERS)}, got {_shown(values['name'])}.")
-    return checked(OPTIMIZERS[values["name"]], values, key).model_dump()
+    if "_target_" not in values:
+        name = values.pop("name", "adam")
+        if name not in SHORT_NAMES:
+            raise ConfigError(f"{key}.name must be one of {', '.join(map(repr, SHORT_NAMES))}, got {_shown(name)} "
+                              f"(any other torch optimiser: {key}._target_=torch.optim.<Name>).")
+        values = {"_target_": SHORT_NAMES[name], **({"momentum": 0.9} if name == "sgd" else {}), **values}
+    values.setdefault("_partial_", True)
+    checked(Optimizer, values, key)
+    target = values["_target_"]
+    accepted = optimizer_arguments(target)
+    if accepted is None and target.startswith("torch.optim."):
+        known = sorted(torch_optimizers())
+        name = target.rsplit(".", 1)[-1]
+        close = [k for k in known if k.lower() == name.lower()] or difflib.get_close_matches(name, known, n=1)
+        hint = f" (did you mean torch.optim.{close[0]}?)" if close else ""
+        raise ConfigError(f"{key}._target_={target} is not an optimiser of torch.optim{hint}.")
+    for name in values:
+        if accepted is not None and name not in ("_target_", "_partial_") and name not in accepted:
+            close = difflib.get_close_matches(name, accepted, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(f"{key}.{name} is not a setting of {key}{hint}; the arguments of {target} are: "
+                              f"{', '.join(accepted)} (~{key}.{name} removes it).")
+    return values
+
+
+@functools.cache
+def torch_optimizers() -> dict[str, tuple[str, ...]]:
+    """``{"SGD": ("lr", "momentum", ...), ...}``: the optimisers of ``torch.optim`` and their
+    arguments (less ``params``), read from torch's source without importing it."""
+    spec = importlib.util.find_spec("torch")
+    if spec is None or spec.origin is None:
+        return {}
+    found = {}
+    for path in sorted((Path(spec.origin).parent / "optim").glob("*.py")):
+        try:
+            tree = ast.parse(path.read_text())
+        except (OSError, SyntaxError):
+            continue
+        for node in tree.body:
+            if isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
+                init = next((item for item in node.body if isinstance(item, ast.FunctionDef)
+                             and item.name == "__init__"), None)
+                names = [a.arg for a in [*init.args.args, *init.args.kwonlyargs]] if init else []
+                if names[:2] == ["self", "params"]:
+                    found[node.name] = tuple(names[2:])
+    return found
+
+
+def optimizer_arguments(target: str) -> tuple[str, ...] | None:
+    """The arguments of ``torch.optim.<Name>`` (None for another target: checked when built)."""
+    module, _, name = target.rpartition(".")
+    return torch_optimizers().get(name) if module == "torch.optim" else None
 
 
 def check_noise(values: dict) -> None:

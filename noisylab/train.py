@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -119,29 +118,13 @@ def build_loggers(cfg: DictConfig) -> list:
     for name, logger_cfg in (cfg.get("logger") or {}).items():
         if logger_cfg is None or "_target_" not in logger_cfg:
             continue
-        if name == "wandb":
-            logger_cfg = OmegaConf.merge(logger_cfg, {"offline": wandb_offline(logger_cfg)})
-        loggers.append(instantiate(logger_cfg))
+        arguments = {}
+        if name == "wandb":  # online or offline, the run's W&B id, the sweep's group (noisylab/wandb_dashboard.py)
+            from noisylab.wandb_dashboard import logger_arguments
+
+            arguments = logger_arguments(logger_cfg, Path(cfg.paths.output_dir), cfg.get("ckpt_path"))
+        loggers.append(instantiate(logger_cfg, **arguments))
     return loggers
-
-
-def wandb_offline(logger_cfg) -> bool:
-    """Offline unless asked online and both an API key and the W&B server are reachable."""
-    if logger_cfg.get("offline") is not None and logger_cfg.get("offline") != "auto":
-        return bool(logger_cfg.offline)
-    if os.environ.get("WANDB_MODE") in ("offline", "dryrun", "disabled"):
-        return True
-    netrc = Path.home() / ".netrc"
-    has_key = bool(os.environ.get("WANDB_API_KEY")) or (netrc.is_file() and "api.wandb.ai" in netrc.read_text())
-    if not has_key:
-        return True
-    import socket
-
-    try:
-        socket.create_connection(("api.wandb.ai", 443), timeout=3).close()
-        return False
-    except OSError:
-        return True
 
 
 def quiet_lightning() -> None:
@@ -201,11 +184,16 @@ def run(cfg: DictConfig) -> dict:
     earlier_rows = prepare_run_dir(output_dir, decision.checkpoint) if rank_zero() else []
     write_hydra_record(cfg, output_dir)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
-    trainer = instantiate(cfg.trainer, logger=build_loggers(cfg) or False, callbacks=callbacks,
-                          **speed_settings.trainer_overrides(speed, cfg.trainer))
+    overrides = speed_settings.trainer_overrides(speed, cfg.trainer)
+    if any(getattr(c, "replaces_progress_bar", False) for c in callbacks):  # a log file: one line per epoch
+        overrides["enable_progress_bar"] = False
+    trainer = instantiate(cfg.trainer, logger=build_loggers(cfg) or False, callbacks=callbacks, **overrides)
     speed_settings.apply(speed, method, datamodule, trainer)
-    for logger in trainer.loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    if trainer.loggers:
+        from noisylab.wandb_dashboard import extra_config, publish
+
+        for logger in trainer.loggers:
+            logger.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), **extra_config()})
     noisy_file = output_dir / "noisy_labels.npz"
     if trainer.is_global_zero:  # under DDP every rank runs this function; rank 0 writes
         datamodule.save_noisy_labels(output_dir)
@@ -233,6 +221,8 @@ def run(cfg: DictConfig) -> dict:
         if trainer.is_global_zero:
             results["per_sample"] = str(write_per_sample(output_dir, method, datamodule))
             write_json_atomic(output_dir / "results.json", results)
+            if trainer.loggers:
+                publish(trainer.loggers, results, output_dir)  # summary, media, artifact, hp_metric
         results["rank"] = trainer.global_rank
     finally:
         finish_wandb()
@@ -420,8 +410,24 @@ def rewrite_overrides(argv: list[str]) -> list[str]:
                 arg = prefix + "protocol." + head[len("method."):]
             elif prefix == "" and "=" in head:
                 arg = "++" + head
+        arg = optimizer_name_override(arg)
         out.append(arg)
     return out
+
+
+def optimizer_name_override(arg: str) -> str:
+    """``protocol.optimizer.name=sgd`` (the old spelling) -> ``protocol.optimizer._target_=torch.optim.SGD``,
+    with a one-line notice; likewise ``protocol.meta.optimizer.name``."""
+    from noisylab.schema import SHORT_NAMES
+
+    head = arg.lstrip("+~")
+    key, sep, value = head.partition("=")
+    if not sep or key not in ("protocol.optimizer.name", "protocol.meta.optimizer.name"):
+        return arg
+    node = key.removesuffix(".name")
+    new = f"{node}._target_={SHORT_NAMES.get(value, 'torch.optim.' + value)}"
+    print(f"noisylab: {head} is now written {new} (any torch optimiser).", file=sys.stderr, flush=True)
+    return new
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
@@ -499,12 +505,42 @@ def argv_value(argv: list[str], key: str) -> str:
     return next((arg.lstrip("+~") for arg in argv if arg.lstrip("+~").startswith(key + "=")), key + "=...")
 
 
+LAUNCHER_PLUGINS = {"slurm": "hydra_submitit_launcher", "submitit_slurm": "hydra_submitit_launcher",
+                    "submitit_local": "hydra_submitit_launcher", "slurm_bundle": "hydra_joblib_launcher",
+                    "joblib_share": "hydra_joblib_launcher", "joblib": "hydra_joblib_launcher"}
+
+
+def missing_launcher(argv: list[str]) -> str | None:
+    """``hydra/launcher=slurm`` without Hydra's submitit plugin installed: one sentence."""
+    import importlib.util
+
+    for arg in argv:
+        key, _, value = arg.lstrip("+~").partition("=")
+        plugin = LAUNCHER_PLUGINS.get(value) if key == "hydra/launcher" else None
+        if plugin and importlib.util.find_spec(f"hydra_plugins.{plugin}") is None:
+            return (f"hydra/launcher={value} needs Hydra's {plugin.replace('_', '-')} plugin: "
+                    'pip install -e ".[cluster]" (docs/cluster.md).')
+    return None
+
+
+def register_plugins() -> None:
+    """noisylab's Hydra plugins (the S2E sweeper), registered by hand: Hydra finds plugins by
+    scanning the ``hydra_plugins`` namespace, which an editable install does not extend, so
+    outside the checkout ``hydra/sweeper=s2e`` would be an unknown plugin."""
+    from hydra.core.plugins import Plugins
+
+    from hydra_plugins.noisylab_s2e import S2ESweeper
+
+    Plugins.instance().register(S2ESweeper)
+
+
 def main() -> float | None:
     from noisylab.interrupts import exit_when_interrupted
 
     sys.argv[1:] = rewrite_overrides(sys.argv[1:])
+    register_plugins()
     with exit_when_interrupted():  # Ctrl-C while starting up: one sentence, no traceback
-        sentence = composition_error(sys.argv[1:])
+        sentence = missing_launcher(sys.argv[1:]) or composition_error(sys.argv[1:])
         if sentence:
             print(f"noisylab: error: {sentence}", file=sys.stderr, flush=True)
             sys.exit(2)

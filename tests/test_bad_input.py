@@ -62,11 +62,10 @@ CASES = [  # through the CLI: (overrides, a part of the sentence); {name}: a pat
     (["data.val_fraction=1"], "data.val_fraction must be a number in [0, 1), got 1."),
     (["data.augment=flip"], "data.augment must be 'none', 'crop' or 'crop_flip', got 'flip'."),
     (["+data.foo=1"], "data.foo is not a setting of data; its settings are: name, root,"),
-    (["+protocol.optimizer.momentm=0.9"], "protocol.optimizer.momentm is not a setting of protocol.optimizer; its "
-                                          "settings are: name, lr, betas, weight_decay."),
+    (["+protocol.optimizer.momentm=0.9"], "protocol.optimizer.momentm is not a setting of protocol.optimizer; the "
+                                          "arguments of torch.optim.Adam are: lr, betas, eps, weight_decay,"),
     (["protocol=mixup", "+method.optimizer.momentm=0.9"], "protocol.optimizer.momentm is not a setting of "
                                                           "protocol.optimizer (did you mean momentum?)"),
-    (["protocol.optimizer.name=adagrad"], "protocol.optimizer.name must be one of 'adam', 'sgd', got 'adagrad'."),
     (["noise.rate=1.5"], "noise.rate must lie in [0, 1), got 1.5."),
     (["noise.rate=0.95"], "noise.rate=0.95 is too high for symmetric noise over 10 classes"),
     (["noise=pair45", "noise.rate=0.5"], "noise.rate=0.5 is too high for pair noise"),
@@ -91,6 +90,11 @@ MORE_CASES = [  # the same check_config in-process, to keep the file fast
     (["seed=1.5"], "seed must be an integer in [0, 4294967295], got 1.5."),
     (["protocol.batch_size=0"], "protocol.batch_size must be an integer >= 1, got 0."),
     (["protocol.optimizer.lr=-1"], "protocol.optimizer.lr must be a number > 0, got -1."),
+    (["protocol.optimizer._target_=torch.optim.adagrad"], "protocol.optimizer._target_=torch.optim.adagrad is not an "
+                                                          "optimiser of torch.optim (did you mean torch.optim.Adagrad?)."),
+    (["protocol.optimizer._target_=torch.optim.SGD"], "protocol.optimizer.betas is not a setting of protocol.optimizer; "
+                                                      "the arguments of torch.optim.SGD are: lr, momentum,"),
+    (["protocol.optimizer._partial_=false"], "protocol.optimizer._partial_ must be true"),
     (["protocol.epochs=0"], "protocol.epochs must be an integer >= 1, got 0."),
     (["+trainer.limit_train_batches=-1"], "trainer.limit_train_batches must be an integer >= 0 (batches) or a number"),
     (["data.trusted_per_class=-2"], "data.trusted_per_class must be an integer >= 0 or null, got -2."),

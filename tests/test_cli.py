@@ -113,8 +113,8 @@ def test_ddp_on_two_cpu_processes_writes_one_results_file(tmp_path):
 
 @pytest.mark.parametrize("overrides,sentence", [
     # a method's own settings: in-process in tests/test_method_contract.py and test_method_settings.py
-    (["+protocol.optimizer.momentm=0.9"], "protocol.optimizer.momentm is not a setting of protocol.optimizer; "
-                                          "its settings are: name, lr, betas, weight_decay."),
+    (["+protocol.optimizer.momentm=0.9"], "weight_decay, amsgrad, foreach, maximize, capturable, differentiable, "
+                                          "fused, decoupled_weight_decay (~protocol.optimizer.momentm removes it)."),
 ])
 def test_a_misspelled_setting_is_one_sentence(tmp_path, overrides, sentence):
     done = noisylab(tmp_path, *FAST, *overrides)

@@ -297,9 +297,9 @@ def test_jocor_forgets_half_the_rate_under_asymmetric_noise_unless_tau_is_set():
 def test_the_papers_command_composes_the_published_protocol(make_cfg):
     cfg = make_cfg("method=coteaching", "data=cifar10", "noise=pair45")
     assert cfg.protocol.name == "coteaching" and cfg.trainer.max_epochs == 200 and cfg.model.name == "cnn9"
-    assert cfg.protocol.optimizer.name == "adam" and cfg.protocol.lr_schedule.decay_start == 80
+    assert cfg.protocol.optimizer._target_ == "torch.optim.Adam" and cfg.protocol.lr_schedule.decay_start == 80
     other = make_cfg("method=ce", "protocol=arazo", "data=cifar10")
-    assert other.trainer.max_epochs == 300 and other.protocol.optimizer.name == "sgd"
+    assert other.trainer.max_epochs == 300 and other.protocol.optimizer._target_ == "torch.optim.SGD"
 
 
 @pytest.mark.parametrize("method,data,key,value", [

@@ -79,7 +79,7 @@ REFUSED = [  # class, settings, the sentence (a regular expression)
     (Soseleto, {"lookahead": {**LOOKAHEAD, "step": "optimizer"}},
      r"method\.lookahead\.step=optimizer needs method\.gradient=lookahead; method\.gradient=first_order takes no"),
     (MetaWeightNet, {"meta_optimizer": {"name": "sgd", "lr": -1}}, r"method\.meta_optimizer=.* is not a valid optimiser: its lr must be > 0\."),
-    (MetaWeightNet, {"meta_optimizer": {"name": "rmsprop", "lr": 1e-3}}, r"not a valid optimiser: optimizer.name must be one of adam, sgd, got 'rmsprop'"),
+    (MetaWeightNet, {"meta_optimizer": {"name": "rmsprop", "lr": 1e-3}}, r"not a valid optimiser: optimizer.name must be one of 'adam', 'sgd', 'adamw', got 'rmsprop'"),
     (MetaWeightNet, {"meta_optimizer": {"name": "sgd", "lr": 0.1, "momentum": -1}}, r"not a valid optimiser: optimizer.momentum must be a number in \[0, 1\), got -1"),
     (MetaWeightNet, {"meta_optimizer": {"lr": 0.01}}, r"method\.meta_optimizer=\{'lr': 0\.01\} is not a valid optimiser: "
                                                       r"it names no optimiser .*protocol\.meta\.optimizer\.lr=\.\.\."),
@@ -186,7 +186,7 @@ def test_the_command_line_path_refuses_with_one_sentence(make_cfg, overrides, se
 def test_one_trusted_sample_per_class_and_a_changed_protocol_meta_optimizer_build(make_cfg):
     assert build(make_cfg, "method=ieg", "data.trusted_per_class=1").facts.trusted_size == 10
     method = build(make_cfg, "method=mwnet", "protocol.meta.optimizer.lr=0.01")
-    assert method.meta_optimizer_cfg == {"name": "sgd", "lr": 0.01, "momentum": 0.9, "nesterov": True,
+    assert method.meta_optimizer_cfg == {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.01, "momentum": 0.9, "nesterov": True,
                                          "weight_decay": 0.0005}
 
 

@@ -115,7 +115,7 @@ def test_the_two_official_recipes(make_cfg, overrides, expected):
     cfg = make_cfg("method=mwnet", "data=digits", *overrides)
     protocol, weight_norm, meta_name, nesterov = expected
     assert cfg.protocol.name == protocol and cfg.method.weight_norm == weight_norm
-    assert cfg.method.meta_optimizer["name"] == meta_name
+    assert cfg.method.meta_optimizer["_target_"] == {"sgd": "torch.optim.SGD", "adam": "torch.optim.Adam"}[meta_name]
     assert bool(cfg.protocol.optimizer.get("nesterov", False)) == nesterov
 
 

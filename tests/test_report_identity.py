@@ -186,7 +186,8 @@ def test_plots_have_a_title_a_legend_markers_and_a_band(tmp_path, monkeypatch):
     (figure,) = figures
     assert figure._suptitle.get_text() == f"Sweep {tmp_path.name}: per-epoch curves, mean ± std over seeds"
     top = figure.axes[0]
-    assert top.get_legend() is not None and top.get_legend().get_texts()[0].get_text() == "coteaching_plus (2 seeds)"
+    (legend,) = figure.legends  # one legend for the figure, none per axis
+    assert legend.get_texts()[0].get_text() == "coteaching_plus (2 seeds)" and top.get_legend() is None
     (line,) = top.lines
     assert line.get_marker() == "o" and line.get_ydata().tolist() == pytest.approx([60.0, 70.0, 80.0])
     (band,) = top.collections  # the ± std band

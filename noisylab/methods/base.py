@@ -26,6 +26,7 @@ pseudo-code. The base gives it:
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import math
 import random
@@ -48,15 +49,17 @@ log = logging.getLogger("noisylab")
 
 
 def build_optimizer(parameters, cfg, fused: bool = False) -> torch.optim.Optimizer:
-    """The optimiser ``cfg`` names (adam or sgd), its settings checked by ``noisylab.schema``;
-    ``fused``: fused kernels when every parameter is on CUDA (``speed.fused``)."""
+    """The optimiser of the node ``cfg`` (``_target_`` + ``_partial_``, or the old ``name``),
+    its settings checked by ``noisylab.schema``; ``fused``: fused kernels when the optimiser
+    has them and every parameter is on CUDA (``speed.fused``)."""
+    from hydra.utils import get_class
+
     settings, parameters = optimizer_settings(cfg), list(parameters)
-    kernels = {"fused": True} if fused and parameters and all(p.is_cuda for p in parameters) else {}
-    if settings["name"] == "adam":
-        return torch.optim.Adam(parameters, lr=settings["lr"], betas=tuple(settings["betas"]),
-                                weight_decay=settings["weight_decay"], **kernels)
-    return torch.optim.SGD(parameters, lr=settings["lr"], momentum=settings["momentum"],
-                           weight_decay=settings["weight_decay"], nesterov=settings["nesterov"], **kernels)
+    cls = get_class(settings["_target_"])
+    arguments = {k: tuple(v) if k == "betas" else v for k, v in settings.items() if k not in ("_target_", "_partial_")}
+    if fused and parameters and all(p.is_cuda for p in parameters) and "fused" in inspect.signature(cls).parameters:
+        arguments["fused"] = True
+    return cls(parameters, **arguments)
 
 
 def lr_factor(cfg, epoch: int, max_epochs: int) -> float:

@@ -89,7 +89,7 @@ def check_optimizer(key: str, cfg) -> None:
     name or key, a negative value). A block without a name is refused: on the command line
     ``method.meta_optimizer.lr=...`` replaces the protocol's whole block by ``{lr: ...}``."""
     try:
-        if "name" not in OmegaConf.create(cfg):
+        if "name" not in OmegaConf.create(cfg) and "_target_" not in OmegaConf.create(cfg):
             raise ValueError(f"it names no optimiser (setting one key of method.{key} replaces the whole block; "
                              "protocol.meta.optimizer.lr=... changes one value of the protocol's)")
         if not float(OmegaConf.create(cfg).lr) > 0:
