@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -111,7 +112,9 @@ def build_method(cfg: DictConfig, datamodule):
     return cls(facts=facts, model=cfg.model, protocol=cfg.protocol, quirks=str(cfg.get("quirks", "paper")), **settings)
 
 
-def build_loggers(cfg: DictConfig) -> list:
+def build_loggers(cfg: DictConfig, resume_from: str | None = None) -> list:
+    """The run's loggers; ``resume_from``: the checkpoint the run resumes from (W&B then
+    continues the run stored beside it)."""
     from hydra.utils import instantiate
 
     loggers = []
@@ -122,7 +125,7 @@ def build_loggers(cfg: DictConfig) -> list:
         if name == "wandb":  # online or offline, the run's W&B id, the sweep's group (noisylab/wandb_dashboard.py)
             from noisylab.wandb_dashboard import logger_arguments
 
-            arguments = logger_arguments(logger_cfg, Path(cfg.paths.output_dir), cfg.get("ckpt_path"))
+            arguments = logger_arguments(logger_cfg, Path(cfg.paths.output_dir), resume_from)
         loggers.append(instantiate(logger_cfg, **arguments))
     return loggers
 
@@ -187,7 +190,9 @@ def run(cfg: DictConfig) -> dict:
     overrides = speed_settings.trainer_overrides(speed, cfg.trainer)
     if any(getattr(c, "replaces_progress_bar", False) for c in callbacks):  # a log file: one line per epoch
         overrides["enable_progress_bar"] = False
-    trainer = instantiate(cfg.trainer, logger=build_loggers(cfg) or False, callbacks=callbacks, **overrides)
+    resume_from = str(decision.checkpoint) if decision.checkpoint is not None else None
+    trainer = instantiate(cfg.trainer, logger=build_loggers(cfg, resume_from) or False, callbacks=callbacks,
+                          **overrides)
     speed_settings.apply(speed, method, datamodule, trainer)
     if trainer.loggers:
         from noisylab.wandb_dashboard import extra_config, publish
@@ -197,7 +202,6 @@ def run(cfg: DictConfig) -> dict:
     noisy_file = output_dir / "noisy_labels.npz"
     if trainer.is_global_zero:  # under DDP every rank runs this function; rank 0 writes
         datamodule.save_noisy_labels(output_dir)
-    resume_from = str(decision.checkpoint) if decision.checkpoint is not None else None
     try:
         trainer.fit(method, datamodule=datamodule, ckpt_path=resume_from)
         # resumed from the final epoch's checkpoint, fit trains nothing: its metrics come from the checkpoint
