@@ -91,7 +91,7 @@ class PES(LNLMethod):
         available = len(layer_groups(self.net))
         require(self.refine_groups <= available, "refine_groups", refine_groups,
                 f"be at most {available}, the layer groups of this network before its head")
-        self.selected = self.per_sample_state("selected", dtype=torch.bool)
+        self.selected = self.per_sample_state("selected")  # 1: in the last selection
         self.label_probability = self.per_sample_state("label_probability")
         self.register_buffer("weights", torch.ones(self.num_classes))
         self._refine_optimizer: torch.optim.Optimizer | None = None
@@ -130,26 +130,25 @@ class PES(LNLMethod):
     def select(self) -> None:
         logits, _ = self.training_set_pass(augment="augmented_selection" in self.quirks)
         y = self.trainer.datamodule.train["y"].to(self.device)
-        self.selected.copy_(confident_selection(logits, y))
+        selected = confident_selection(logits, y)
+        self.selected.copy_(selected.float())
         self.label_probability.copy_(logits.softmax(dim=1).gather(1, y[:, None]).squeeze(1))
-        self.weights.copy_(class_weights(y, self.selected, self.num_classes))
+        self.weights.copy_(class_weights(y, selected, self.num_classes))
 
     def training_step(self, batch, batch_idx: int):
         x, y = batch["x"], batch["y"]
+        selecting = self.stage.name == "select"
+        kept = self.selected[batch["index"]] > 0 if selecting else torch.ones_like(y, dtype=torch.bool)
+        if not bool(kept.any()):
+            return None
+        loss = F.cross_entropy(self.net(x)[kept], y[kept], weight=self.weights if selecting else None)
         if self._refine_optimizer is not None:  # steps 2-3: the re-initialised layers alone
-            loss = F.cross_entropy(self.net(x), y)
             self.net.zero_grad(set_to_none=True)
             self.manual_backward(loss)
             self._refine_optimizer.step()
-            self.log_epoch_mean({"train/loss": loss}, len(y))
-            return loss
-        kept = self.selected[batch["index"]] if self.stage.name == "select" else torch.ones_like(y, dtype=torch.bool)
-        if not bool(kept.any()):
-            return None
-        weights = self.weights if self.stage.name == "select" else None
-        loss = F.cross_entropy(self.net(x)[kept], y[kept], weight=weights)
-        stale = self.stage.name == "select" and "stale_optimizer" in self.quirks
-        self.step(loss, adjust=self.drop_refined_gradients if stale else None)
+        else:
+            stale = selecting and "stale_optimizer" in self.quirks
+            self.step(loss, adjust=self.drop_refined_gradients if stale else None)
         self.log_epoch_mean({"train/loss": loss, "train/kept": kept.float().mean(),
                              "train/label_precision": (y == batch["y_true"])[kept].float().mean()}, len(y))
         return loss
