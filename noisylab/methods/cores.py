@@ -108,6 +108,8 @@ class CORES(LNLMethod):
 
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()
+        if self.trainer.world_size > 1:  # each process saw its share of the epoch
+            self.sieved_out.copy_(self.trainer.strategy.reduce(self.sieved_out, reduce_op="sum"))
         self.prior.copy_(updated_prior(self.label_prior, self.train_size, self.sieved_out))
 
     def clean_score(self) -> torch.Tensor:

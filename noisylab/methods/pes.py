@@ -154,7 +154,8 @@ class PES(LNLMethod):
         return loss
 
     def drop_refined_gradients(self) -> None:
-        for module in renewed_modules(self.net, self.refine_groups if self.refine_epochs else 0):
+        renewed = renewed_modules(self.net, self.refine_groups if self.refine_epochs else 0)
+        for module in renewed if self.refine_epochs or self.head_epochs else []:
             for p in self.net.get_submodule(module).parameters():
                 p.grad = None  # SGD skips a parameter without a gradient (no decay, no momentum)
 
