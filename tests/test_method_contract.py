@@ -131,7 +131,9 @@ def stop_after(epochs: int):
                                           ("jocor", []), ("ce", ["data.augment=crop_flip", "model=cnn6"]),
                                           ("forward", ["method.estimate_epochs=2"]), ("l2rw", []),
                                           ("pes", ["method.early_epochs=1", "method.refine_epochs=3",
-                                                   "method.head_epochs=0"])])
+                                                   "method.head_epochs=0"]),
+                                          ("cores", ["method.sieve_start=1", "method.beta_warmup=0",
+                                                     "method.beta_ramp=2"])])
 def test_a_run_stopped_inside_a_later_stage_resumes_as_if_never_stopped(make_cfg, one_thread, method, extra):
     base = [*FAST, f"method={method}", *extra, "protocol.epochs=4"]
     if method == "ce":  # augmentation and dropout: the random streams must continue exactly

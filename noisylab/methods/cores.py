@@ -106,8 +106,10 @@ class CORES(LNLMethod):
                              "train/label_precision": (clean & kept).sum() / kept.sum().clamp(min=1)}, len(y))
         return loss
 
-    def on_train_epoch_end(self) -> None:
-        super().on_train_epoch_end()
+    def _end_of_epoch(self) -> None:
+        if self._flushed_epoch == self.current_epoch:
+            return
+        super()._end_of_epoch()  # (before validation and the epoch's checkpoint, which holds the new prior)
         if self.trainer.world_size > 1:  # each process saw its share of the epoch
             self.sieved_out.copy_(self.trainer.strategy.reduce(self.sieved_out, reduce_op="sum"))
         self.prior.copy_(updated_prior(self.label_prior, self.train_size, self.sieved_out))
