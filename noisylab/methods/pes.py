@@ -16,7 +16,8 @@ Stages 2 and 3 train on the whole noisy set (the code computes a selection first
 it). Layer groups: the network's top-level parameterised modules (a ResNet's stem, layer1 ...
 layer4; cnn9's blocks), or the children of its only feature module (an MLP's ``body``); the
 head is ``classifier``; ``refine_groups`` 1 re-trains a ResNet's layer4 with the head, as the
-code. Clean score: the softmax probability of the observed label at the last selection.
+code; at least the first group is kept (digits' one-hidden-layer MLP: ``refine_groups`` 0, the
+head alone, from conf/method_data/pes_digits.yaml). Clean score: the softmax probability of the observed label at the last selection.
 
 Protocol ``pes``: SGD 0.1, momentum 0.9, wd 1e-4, batch 128, crop + flip, normalisation; the
 code's 200 epochs count T2 + T3 as one (the refinement runs inside epoch T1), so 211 epochs
@@ -89,8 +90,9 @@ class PES(LNLMethod):
         self.refine_groups, self.refine_lr = int(refine_groups), float(refine_lr)
         self.add_network("net", self.build_network)
         available = len(layer_groups(self.net))
-        require(self.refine_groups <= available, "refine_groups", refine_groups,
-                f"be at most {available}, the layer groups of this network before its head")
+        require(self.refine_groups < available, "refine_groups", refine_groups,
+                f"be below {available}, the layer groups of this network before its head (the first ones stay: "
+                "PES re-trains later layers on the features of the earlier ones)")
         self.selected = self.per_sample_state("selected")  # 1: in the last selection
         self.label_probability = self.per_sample_state("label_probability")
         self.register_buffer("weights", torch.ones(self.num_classes))
