@@ -110,8 +110,8 @@ class ActivePassiveLoss(LNLMethod):
         self.grad_bound = None if grad_bound is None else float(grad_bound)
         self.add_network("net", self.build_network)
 
-    def clip(self) -> None:
-        torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.grad_bound)
+    def clip(self) -> None:  # through Lightning, which unscales mixed-precision gradients first
+        self.clip_gradients(self.optimizers(), gradient_clip_val=self.grad_bound, gradient_clip_algorithm="norm")
 
     def training_step(self, batch, batch_idx: int):
         logits = self.net(batch["x"])
