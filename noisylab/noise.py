@@ -27,6 +27,9 @@ Conventions (``../shared/methods``, "Cross-cutting conventions"):
 * human: CIFAR-10N / CIFAR-100N annotations read from the user's label file.
 * feature_dependent (MSLG, Algan & Ulusoy, ICPR 2020): a "student" network's class
   probabilities pick which samples are mislabelled and to what (:func:`feature_dependent`).
+* instance_dependent (Xia et al., NeurIPS 2020, the "IDN" of CORES², CAL, PES): a per-sample
+  flip rate from a truncated normal and a random projection of the sample per class decide
+  how likely its label is to change, and to what (:func:`instance_dependent`).
 
 Rates that leave no information are refused (:func:`check_rate`): the true label must stay
 the most frequent observed label of its class, so symmetric noise over the other classes
@@ -250,6 +253,58 @@ def feature_dependent(clean, scores, rate, rng: np.random.Generator, tie_rule: s
     return realised(clean, noisy, num_classes)
 
 
+def instance_flip_probabilities(clean, features, num_classes: int, rate, rng: np.random.Generator,
+                                flip_std: float = 0.1) -> np.ndarray:
+    """Steps 1-3 of :func:`instance_dependent`: each sample's row (N, C) of label probabilities."""
+    from scipy.stats import truncnorm
+
+    if not 0.0 <= float(rate) < 1.0:
+        raise ConfigError(f"noise.rate must lie in [0, 1), got {rate}.")
+    if not float(flip_std) > 0:
+        raise ConfigError(f"noise.flip_std must be > 0, got {flip_std}.")
+    rate, flip_std = float(rate), float(flip_std)
+    clean = np.asarray(clean, dtype=np.int64)
+    x = np.asarray(features).reshape(len(clean), -1)  # converted one class at a time (CIFAR: 50k x 3072 uint8)
+    flip = truncnorm.rvs(-rate / flip_std, (1.0 - rate) / flip_std, loc=rate, scale=flip_std,
+                         size=len(clean), random_state=rng)
+    probabilities = np.zeros((len(clean), num_classes))
+    for c in range(num_classes):
+        projection = rng.standard_normal((x.shape[1], num_classes))
+        members = np.flatnonzero(clean == c)
+        scores = x[members].astype(np.float64) @ projection
+        scores[:, c] = -np.inf
+        scores = np.exp(scores - scores.max(axis=1, keepdims=True))
+        probabilities[members] = flip[members, None] * scores / scores.sum(axis=1, keepdims=True)
+        probabilities[members, c] = 1.0 - flip[members]
+    return probabilities
+
+
+def instance_dependent(clean, features, num_classes: int, rate, rng: np.random.Generator,
+                       flip_std: float = 0.1) -> NoisyLabels:
+    """Instance-dependent noise of Xia et al., "Part-dependent label noise", NeurIPS 2020, as
+    PES (tmllab/PES ``common/NoisyUtil.py::get_instance_noisy_label``) and CORES²
+    (UCSC-REAL/cores ``data/utils.py::noisify_instance``) generate it:
+
+    1. a flip rate q_n per sample from N(rate, flip_std²) truncated to [0, 1];
+    2. one projection W_c ~ N(0, 1) of shape (D, C) per class c, D = the flattened input size;
+    3. for a sample x of class y: scores s = x·W_y, the true class excluded (s_y = -inf), then
+       p = q_n · softmax(s), p_y = 1 - q_n;
+    4. the observed label is one draw from p.
+
+    Two samples of one class thus flip with different rates and towards different classes:
+    the noise is not class-conditional. ``features`` are the training inputs as the dataset
+    stores them (N, ...), flattened (the official codes project raw pixels, 0..255 for CIFAR).
+    Draws, in this order, from ``rng``: the N flip rates, W_0 ... W_{C-1}, one uniform per
+    sample. Deviations: the official codes draw from numpy's global generator (PES truncates
+    with scipy as here; CORES² rejects normal draws outside (0, 1) and uses one W for all
+    classes), so the same seed gives other labels than theirs; the model is the same.
+    """
+    clean = np.asarray(clean, dtype=np.int64)
+    probabilities = instance_flip_probabilities(clean, features, num_classes, rate, rng, flip_std)
+    noisy = draw_from_rows(np.arange(len(clean)), probabilities, rng)
+    return realised(clean, noisy, num_classes)
+
+
 def make_noisy_labels(
     clean: np.ndarray,
     num_classes: int,
@@ -259,6 +314,7 @@ def make_noisy_labels(
     data_name: str = "",
     human_labels=None,
     student_scores=None,
+    features=None,
 ) -> NoisyLabels:
     """Applies the noise model named by ``noise_cfg`` (the ``noise`` config group).
 
@@ -266,7 +322,8 @@ def make_noisy_labels(
     ``superclass``); for ``superclass`` (CIFAR-100), ``noise_cfg.cifar100_groups`` picks the
     true superclasses (``superclass``, default) or JoCoR's blocks of 5 consecutive indices
     (``blocks``). ``human_labels(key)`` reads a CIFAR-N label array for human noise;
-    ``student_scores()`` gives the student's (N, C) probabilities for feature-dependent noise.
+    ``student_scores()`` gives the student's (N, C) probabilities for feature-dependent noise;
+    ``features()`` the training inputs for instance-dependent noise.
     """
     clean = np.asarray(clean, dtype=np.int64)
     kind = noise_cfg.kind
@@ -312,19 +369,25 @@ def make_noisy_labels(
         if student_scores is None:
             raise ConfigError(f"noise={name} needs the training inputs (a student's probabilities), which {data_name} lacks.")
         return feature_dependent(clean, student_scores(), rate, rng, str(noise_cfg.get("tie_rule") or "stable"))
+    if kind == "instance_dependent":
+        if features is None:
+            raise ConfigError(f"noise={name} needs the training inputs, which {data_name} does not hold in memory.")
+        return instance_dependent(clean, features(), num_classes, rate, rng, float(noise_cfg.get("flip_std") or 0.1))
     raise ConfigError(
-        f"Unknown noise kind '{kind}'; choose none, symmetric, pair, asymmetric, human or feature_dependent."
+        f"Unknown noise kind '{kind}'; choose none, symmetric, pair, asymmetric, human, feature_dependent or "
+        "instance_dependent."
     )
 
 
 # ------------------------------------------------------------------------- identity
-PREFIXES = {"symmetric": "sym", "pair": "pair", "asymmetric": "asym", "feature_dependent": "feat"}
+PREFIXES = {"symmetric": "sym", "pair": "pair", "asymmetric": "asym", "feature_dependent": "feat",
+            "instance_dependent": "idn"}
 
 
 def noise_name(noise_cfg) -> str:
     """The label of the noise a config applies, derived from its kind and rate (``sym20``,
     ``pair45``, ``sym80_all`` for symmetric noise over all classes, ``asym40_blocks`` for JoCoR's
-    CIFAR-100 blocks, ``feat40`` for feature-dependent noise); human noise keeps its label set's
+    CIFAR-100 blocks, ``feat40`` for feature-dependent noise, ``idn40`` for instance-dependent); human noise keeps its label set's
     name, clean labels are ``none``."""
     kind = str(noise_cfg.get("kind", "none"))
     if kind == "none":
@@ -344,7 +407,8 @@ def describe(noise_cfg, asymmetric_map: str | None = None) -> dict:
     """What the config asks for: ``name`` (:func:`noise_name`), ``kind``, nominal ``rate``,
     ``convention`` (symmetric: ``other_classes`` or ``all_classes``; pair: ``next_class``;
     asymmetric: the class map, ``mnist``, ``cifar10``, ``superclass`` or ``blocks``; human: the
-    label set's key; feature-dependent: whose probabilities and the tie rule) and the noise
+    label set's key; feature-dependent: whose probabilities and the tie rule; instance-dependent:
+    the flip rates' spread) and the noise
     ``seed`` (None where nothing is drawn)."""
     kind = str(noise_cfg.get("kind", "none"))
     convention = None
@@ -360,6 +424,8 @@ def describe(noise_cfg, asymmetric_map: str | None = None) -> dict:
     elif kind == "feature_dependent":  # whose probabilities, and how their ties are broken
         student = "student_file" if noise_cfg.get("student_file") else "own_student"
         convention = f"{student}, ties {noise_cfg.get('tie_rule') or 'stable'}"
+    elif kind == "instance_dependent":  # the spread of the per-sample flip rates
+        convention = f"flip_std {float(noise_cfg.get('flip_std') or 0.1):g}"
     drawn = kind in PREFIXES
     return {"name": noise_name(noise_cfg), "kind": kind, "rate": float(noise_cfg.get("rate", 0.0) or 0.0),
             "convention": convention, "seed": int(noise_cfg.get("seed", 0) or 0) if drawn else None}

@@ -217,7 +217,7 @@ class Noise(Group):
     ``noisylab.noise.check_rate``'s."""
 
     name: str
-    kind: Literal["none", "symmetric", "pair", "asymmetric", "human", "feature_dependent"]
+    kind: Literal["none", "symmetric", "pair", "asymmetric", "human", "feature_dependent", "instance_dependent"]
     rate: float = 0.0
     seed: Int(ge=0) = 0
     load_from: str | None = None
@@ -229,6 +229,7 @@ class Noise(Group):
     tie_rule: Literal["stable", "official"] = "stable"              # feature_dependent
     student_file: str | None = None
     student: Student | None = None
+    flip_std: Float(gt=0) = 0.1                                     # instance_dependent
 
 
 # ---------------------------------------------------------------------------- model

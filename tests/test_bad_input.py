@@ -108,8 +108,8 @@ MORE_CASES = [  # the same check_config in-process, to keep the file fast
     (["noise.rate=abc"], "noise.rate must be a number, got 'abc'."),
     (["noise=asym40", "noise.rate=0.6"], "noise.rate=0.6 is too high for asymmetric noise"),
     (["noise.seed=-1"], "noise.seed must be an integer >= 0, got -1."),
-    (["noise.kind=gaussian"], "noise.kind must be 'none', 'symmetric', 'pair', 'asymmetric', 'human' or "
-                              "'feature_dependent', got 'gaussian'."),
+    (["noise.kind=gaussian"], "noise.kind must be 'none', 'symmetric', 'pair', 'asymmetric', 'human', "
+                              "'feature_dependent' or 'instance_dependent', got 'gaussian'."),
     (["+noise.tie_rul=stable"], "noise.tie_rul is not a setting of noise (did you mean tie_rule?); its settings "
                                 "are: name, kind,"),
     (["noise=asym40", "noise.cifar100_groups=blocks"], "noise.cifar100_groups=blocks applies to data=cifar100 only"),

@@ -25,7 +25,10 @@ EXTRA = {"coteaching_plus": ["method.init_epoch=1"], "decoupling": ["method.warm
          "forward": ["method.estimate_epochs=1"], "backward": ["method.estimate_epochs=1"],
          "mslg": ["method.warmup_epochs=1"],
          "joint_opt": ["method.joint_epochs=1", "method.begin=1"], "pencil": ["method.stage1=1", "method.stage2=2"],
-         "dyr_h": ["method.warmup_epochs=1"], "dyr_sh": ["method.warmup_epochs=0", "method.guided_epochs=1"]}
+         "dyr_h": ["method.warmup_epochs=1"], "dyr_sh": ["method.warmup_epochs=0", "method.guided_epochs=1"],
+         "cores": ["method.sieve_start=1", "method.beta_warmup=0", "method.beta_ramp=2",
+                   "protocol.optimizer.momentum=0.9"],  # (the recipe has no momentum: no optimiser state)
+         "pes": ["method.early_epochs=1", "method.refine_epochs=0", "method.head_epochs=0"]}
 
 
 def network_weights(checkpoint_path) -> dict:
@@ -126,7 +129,11 @@ def stop_after(epochs: int):
 
 @pytest.mark.parametrize("method,extra", [("coteaching_plus", ["method.init_epoch=1"]),
                                           ("jocor", []), ("ce", ["data.augment=crop_flip", "model=cnn6"]),
-                                          ("forward", ["method.estimate_epochs=2"]), ("l2rw", [])])
+                                          ("forward", ["method.estimate_epochs=2"]), ("l2rw", []),
+                                          ("pes", ["method.early_epochs=1", "method.refine_epochs=3",
+                                                   "method.head_epochs=0"]),
+                                          ("cores", ["method.sieve_start=1", "method.beta_warmup=0",
+                                                     "method.beta_ramp=2"])])
 def test_a_run_stopped_inside_a_later_stage_resumes_as_if_never_stopped(make_cfg, one_thread, method, extra):
     base = [*FAST, f"method={method}", *extra, "protocol.epochs=4"]
     if method == "ce":  # augmentation and dropout: the random streams must continue exactly

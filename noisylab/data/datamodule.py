@@ -183,6 +183,7 @@ class NoisyDataModule(pl.LightningDataModule):
         return make_noisy_labels(
             source.y_train, source.num_classes, self.noise_cfg, source.asymmetric_map,
             source.coarse_train, source.name, human_labels, student_scores,
+            None if source.x_train is None else (lambda: source.x_train),
         )
 
     def _prepare_arrays(self) -> None:

@@ -191,13 +191,16 @@ class LNLMethod(pl.LightningModule):
         """The plain torch optimiser ``name`` (not Lightning's wrapper)."""
         return self.trainer.optimizers[self._optimizer_index(name)]
 
-    def step(self, loss: torch.Tensor, name: str = "net") -> None:
+    def step(self, loss: torch.Tensor, name: str = "net", adjust: Callable[[], None] | None = None) -> None:
         """One update of optimiser ``name`` on ``loss``, through Lightning's wrapper (so the
-        precision plugin's gradient scaling applies)."""
+        precision plugin's gradient scaling applies); ``adjust()`` runs between the backward
+        pass and the update (gradient clipping, CDR's gradient mask)."""
         wrapped = self.optimizers()
         optimizer = (wrapped if isinstance(wrapped, list) else [wrapped])[self._optimizer_index(name)]
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
+        if adjust is not None:
+            adjust()
         optimizer.step()
 
     # ------------------------------------------------------------------ stages

@@ -38,7 +38,8 @@ class RunFacts:
     ``transition`` is the realised noise transition matrix, ``transition[i][j] = P(observed j
     | true i)``, for oracle corrections (a ceiling, clearly labelled where used);
     ``noise_rate`` is the nominal rate of the noise applied and ``noise_kind`` its model
-    (``symmetric``, ``pair``, ``asymmetric``, ``human``, ``feature_dependent``, ``none``);
+    (``symmetric``, ``pair``, ``asymmetric``, ``human``, ``feature_dependent``,
+    ``instance_dependent``, ``none``);
     ``noise_fingerprint`` is a hash of the noisy labels (a checkpoint trained on other labels
     is refused at resume).
     ``target_classes`` names the classes of the trusted (target) and test sets when they are
