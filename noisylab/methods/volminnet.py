@@ -56,12 +56,21 @@ def transition_error(estimate: torch.Tensor, truth: torch.Tensor) -> torch.Tenso
     return (estimate - truth).abs().sum() / truth.abs().sum()
 
 
+# T's optimisers in the code: SGD with momentum 0.9 (CIFAR-10), Adam (MNIST, CIFAR-100); no weight decay
+TRANSITION_OPTIMIZERS = {"sgd": {"name": "sgd", "momentum": 0.9, "weight_decay": 0.0},
+                         "adam": {"name": "adam", "weight_decay": 0.0}}
+
+
 class VolMinNet(LNLMethod):
-    def __init__(self, lam: float, init: float, transition_optimizer, **settings):
+    def __init__(self, lam: float, init: float, transition_optimizer: str, transition_lr: float, **settings):
         super().__init__(**settings)
         require(float(lam) >= 0, "lam", lam, "be >= 0 (the weight of log det T)")
         require(float(init) > 0, "init", init, "be > 0 (T's off-diagonal weights start at -init)")
-        self.lam, self.transition_optimizer = float(lam), transition_optimizer
+        require(transition_optimizer in TRANSITION_OPTIMIZERS, "transition_optimizer", transition_optimizer,
+                "be sgd or adam")
+        require(float(transition_lr) > 0, "transition_lr", transition_lr, "be > 0")
+        self.lam = float(lam)
+        self.transition_optimizer = {**TRANSITION_OPTIMIZERS[transition_optimizer], "lr": float(transition_lr)}
         self.add_network("net", self.build_network)
         self.transition_weights = nn.Parameter(torch.full((self.num_classes, self.num_classes), -float(init)))
 
@@ -76,7 +85,7 @@ class VolMinNet(LNLMethod):
         lr, _ = self.epoch_hyperparameters(self.current_epoch)  # T's lr follows the network's plan
         factor = lr / float(self.protocol.optimizer.lr)
         for group in self.optimizer("transition").param_groups:
-            group["lr"] = float(self.transition_optimizer["lr"]) * factor
+            group["lr"] = self.transition_optimizer["lr"] * factor
 
     def training_step(self, batch, batch_idx: int):
         loss, parts = volmin_loss(self.net(batch["x"]), batch["y"], self.transition(), self.lam)
