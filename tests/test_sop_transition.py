@@ -87,15 +87,20 @@ def test_sop_moves_only_the_batch_rows_and_resumes_exactly(make_cfg, one_thread)
                            "+callbacks.stop.epochs=2"))
     resumed = run(make_cfg(*base, f"ckpt_path={stopped['run_dir']}/checkpoints/last.ckpt"))
     assert resumed["epochs"] == 3
-    for key, value in whole["metrics"].items():
-        assert resumed["metrics"][key] == pytest.approx(value, abs=1e-6), key
-    states = [torch.load(Path(r["run_dir"]) / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
-              for r in (whole, resumed)]
+    states = same_end(whole, resumed)
     for name in ("u", "v"):
         assert torch.equal(states[0][name], states[1][name]), name
-    weights = network_weights(Path(resumed["run_dir"]) / "checkpoints" / "last.ckpt")
-    for name, tensor in network_weights(Path(whole["run_dir"]) / "checkpoints" / "last.ckpt").items():
+
+
+def same_end(whole: dict, resumed: dict) -> list[dict]:
+    """Asserts equal metrics and network weights; returns both runs' last state dicts."""
+    for key, value in whole["metrics"].items():
+        assert resumed["metrics"][key] == pytest.approx(value, abs=1e-6), key
+    paths = [Path(r["run_dir"]) / "checkpoints" / "last.ckpt" for r in (whole, resumed)]
+    weights = network_weights(paths[1])
+    for name, tensor in network_weights(paths[0]).items():
         assert torch.allclose(tensor, weights[name]), name
+    return [torch.load(path, weights_only=False)["state_dict"] for path in paths]
 
 
 def separable_noisy_data(truth: torch.Tensor, n: int = 3000):
@@ -168,14 +173,8 @@ def test_t_revision_resumes_exactly_inside_the_revision_stage(make_cfg, one_thre
     stopped = run(make_cfg(*base, "+callbacks.stop._target_=tests.test_method_contract.stop_after",
                            "+callbacks.stop.epochs=3"))
     resumed = run(make_cfg(*base, f"ckpt_path={stopped['run_dir']}/checkpoints/last.ckpt"))
-    for key, value in whole["metrics"].items():
-        assert resumed["metrics"][key] == pytest.approx(value, abs=1e-6), key
-    states = [torch.load(Path(r["run_dir"]) / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
-              for r in (whole, resumed)]
+    states = same_end(whole, resumed)
     assert not torch.equal(states[0]["estimated_transition"], torch.eye(10))  # T̂ was estimated
     assert states[0]["slack"].abs().sum() > 0  # ΔT was learned
     for name in ("estimated_transition", "slack"):
         assert torch.allclose(states[0][name], states[1][name]), name
-    weights = network_weights(Path(resumed["run_dir"]) / "checkpoints" / "last.ckpt")
-    for name, tensor in network_weights(Path(whole["run_dir"]) / "checkpoints" / "last.ckpt").items():
-        assert torch.allclose(tensor, weights[name]), name
