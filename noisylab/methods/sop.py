@@ -16,16 +16,15 @@ SOP+ (``sop_plus``) adds, with two views of each image, ratio_consistency·KL(sg
 p(view 2)) and ratio_balance·(−Σ_c (1/C) log mean_i q_ic) (0.9 and 0.1, the code's CIFAR
 values). Clean score: −u_i², the mass the noise term moved onto the given label.
 
-Defaults: CIFAR-10's lr_u = lr_v = 10 (paper Table A.1 as the README's example and noisypy's
-configs quote it; CIFAR-100: lr_u 1, lr_v 10 in ``conf/method_data/``; asymmetric noise: lr_v
-100). Protocol ``sop`` (the code's config): PreAct ResNet-18, SGD 0.02, momentum 0.9, weight
+Defaults: CIFAR-10's lr_u = lr_v = 10 (the paper's Table A.1 as noisypy's CIFAR-10 configs
+quote it; CIFAR-100: lr_u 1, lr_v 10, the official README's example, in ``conf/method_data/``;
+asymmetric noise: lr_v 100; digits: 1 and 1, a measured CPU setting, not the paper's). Protocol ``sop`` (the code's config): PreAct ResNet-18, SGD 0.02, momentum 0.9, weight
 decay 5e-4, batch 128, 300 epochs, cosine lr.
 
 Deviations from the official code: SOP+'s second view is a second draw of the data's own
 augmentation (the code: AutoAugment + Cutout on the second view); the cosine plan ends at 0
 (the code: eta_min 2e-4); SOP (without +) is run on that recipe and PreAct ResNet-18, where the
-paper's Table 1 uses ResNet-34 (not offered here); the CE term sums over the given label only
-(as the code: ``label * log q`` with one-hot labels).
+paper's Table 1 uses ResNet-34 (not offered here).
 """
 
 from __future__ import annotations
