@@ -18,8 +18,9 @@ values). Clean score: −u_i², the mass the noise term moved onto the given lab
 
 Defaults: CIFAR-10's lr_u = lr_v = 10 (the paper's Table A.1 as noisypy's CIFAR-10 configs
 quote it; CIFAR-100: lr_u 1, lr_v 10, the official README's example, in ``conf/method_data/``;
-asymmetric noise: lr_v 100; digits: 1 and 1, a measured CPU setting, not the paper's). Protocol ``sop`` (the code's config): PreAct ResNet-18, SGD 0.02, momentum 0.9, weight
-decay 5e-4, batch 128, 300 epochs, cosine lr.
+asymmetric noise: lr_v 100; digits: 1 and 1, a measured CPU setting, not the paper's).
+Protocol ``sop`` (the code's config): PreAct ResNet-18, SGD 0.02, momentum 0.9, weight decay
+5e-4, batch 128, 300 epochs, cosine lr.
 
 Deviations from the official code: SOP+'s second view is a second draw of the data's own
 augmentation (the code: AutoAugment + Cutout on the second view); the cosine plan ends at 0
