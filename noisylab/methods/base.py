@@ -191,17 +191,22 @@ class LNLMethod(pl.LightningModule):
         """The plain torch optimiser ``name`` (not Lightning's wrapper)."""
         return self.trainer.optimizers[self._optimizer_index(name)]
 
-    def step(self, loss: torch.Tensor, name: str = "net", adjust: Callable[[], None] | None = None) -> None:
+    def step(self, loss: torch.Tensor, name: str | tuple[str, ...] = "net",
+             adjust: Callable[[], None] | None = None) -> None:
         """One update of optimiser ``name`` on ``loss``, through Lightning's wrapper (so the
-        precision plugin's gradient scaling applies); ``adjust()`` runs between the backward
-        pass and the update (gradient clipping, CDR's gradient mask)."""
+        precision plugin's gradient scaling applies); a tuple of names: one backward, then a
+        step of each (a network and per-sample variables trained on one loss); ``adjust()``
+        runs between the backward pass and the update (gradient clipping, CDR's gradient mask)."""
         wrapped = self.optimizers()
-        optimizer = (wrapped if isinstance(wrapped, list) else [wrapped])[self._optimizer_index(name)]
-        optimizer.zero_grad(set_to_none=True)
+        wrapped = wrapped if isinstance(wrapped, list) else [wrapped]
+        chosen = [wrapped[self._optimizer_index(n)] for n in ((name,) if isinstance(name, str) else name)]
+        for optimizer in chosen:
+            optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         if adjust is not None:
             adjust()
-        optimizer.step()
+        for optimizer in chosen:
+            optimizer.step()
 
     # ------------------------------------------------------------------ stages
     def stages(self) -> list[Stage]:
@@ -322,6 +327,19 @@ class LNLMethod(pl.LightningModule):
         """A buffer with one row per training sample (indexed by ``batch["index"]``): kept in
         checkpoints, synchronised across DDP processes, saved in ``per_sample.npz``."""
         self.register_buffer(name, torch.full((self.train_size, *shape), fill, dtype=dtype))
+        return self._track_per_sample(name)
+
+    def per_sample_parameter(self, name: str, initial: torch.Tensor) -> nn.Parameter:
+        """A trainable tensor with one row per training sample (``initial``, sized to the
+        training set), kept and saved as per-sample state; the method declares the optimiser
+        that trains it (``declare_optimizers``). Only the rows a batch touches get a gradient,
+        so a plain SGD step (no momentum, no weight decay) moves only those rows."""
+        if initial.shape[0] != self.train_size:
+            raise ValueError(f"{name} needs {self.train_size} rows, got {initial.shape[0]}")
+        self.register_parameter(name, nn.Parameter(initial.clone()))
+        return self._track_per_sample(name)
+
+    def _track_per_sample(self, name: str) -> torch.Tensor:
         if not self._per_sample:
             self.register_buffer("_touched", torch.zeros(self.train_size, dtype=torch.bool), persistent=False)
         self._per_sample.append(name)
@@ -342,6 +360,7 @@ class LNLMethod(pl.LightningModule):
             arrays["clean_score"] = score.detach().float().cpu().numpy()
         return arrays
 
+    @torch.no_grad()
     def _sync_per_sample_state(self) -> None:
         """DDP: in an epoch each sample lives on one process (the loader splits the
         permutation), so every row is taken from the process that touched it."""
