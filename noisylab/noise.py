@@ -97,8 +97,9 @@ def draw_from_rows(labels: np.ndarray, matrix: np.ndarray, rng: np.random.Genera
 def check_rate(rate: float, kind: str = "symmetric", num_classes: int | None = None,
                include_true_class: bool = False) -> float:
     """``rate`` if noise of ``kind`` at that rate keeps the true label the most frequent one
-    of its class (symmetric over the other classes: r <= (C-1)/C, where every label is equally
-    likely; pair and asymmetric: r < 0.5); else one sentence saying what is allowed."""
+    of its class (symmetric over the other classes, feature- and instance-dependent: r < (C-1)/C,
+    where every label would be equally likely; pair and asymmetric: r < 0.5); else one sentence
+    saying what is allowed."""
     if not 0.0 <= float(rate) < 1.0:
         raise ConfigError(f"noise.rate must lie in [0, 1), got {rate}.")
     rate = float(rate)
@@ -108,11 +109,12 @@ def check_rate(rate: float, kind: str = "symmetric", num_classes: int | None = N
     if kind in ("pair", "asymmetric") and rate >= 0.5:
         raise ConfigError(f"noise.rate={rate} is too high for {kind} noise: at 0.5 the flipped label is as "
                           "frequent as the true one and above it the majority; use a rate below 0.5.")
-    if kind == "symmetric" and not include_true_class and num_classes and rate > (num_classes - 1) / num_classes:
+    spread = kind in ("symmetric", "feature_dependent", "instance_dependent") and not include_true_class
+    if spread and num_classes and rate >= (num_classes - 1) / num_classes:
         bound = (num_classes - 1) / num_classes
-        raise ConfigError(f"noise.rate={rate} is too high for symmetric noise over {num_classes} classes: above "
-                          f"(C-1)/C = {bound:.4g} a wrong label is more frequent than the true one; use at most "
-                          f"{bound:.4g}.")
+        raise ConfigError(f"noise.rate={rate} is too high for {kind.replace('_', '-')} noise over {num_classes} "
+                          f"classes: at (C-1)/C = {bound:.4g} every label is as frequent as the true one (no signal "
+                          f"is left) and above it a wrong label is more frequent; use a rate below {bound:.4g}.")
     return rate
 
 

@@ -75,6 +75,12 @@ def apply(speed: dict, method, datamodule, trainer) -> None:
     dataset's placement, for the device ``trainer`` runs on."""
     cuda = trainer.strategy.root_device.type == "cuda"
     networks = method.networks().values()
+    on_cpu = [key for key in ("bf16", "channels_last", "compile") if speed[key]] if not cuda else []
+    if on_cpu:  # they run on the CPU too, but slower and with other numbers: say so
+        log.warning("speed.%s on the CPU: GPU settings that change the numbers and are slower here "
+                    "(speed=default for CPU runs).", ", speed.".join(on_cpu))
+    if not cuda and datamodule.data_cfg.get("on_device", False):
+        log.warning("data.on_device=true has no effect on the CPU: the data is in memory already.")
     if speed["channels_last"]:
         for network in networks:
             to_channels_last(network)

@@ -190,6 +190,8 @@ def run(cfg: DictConfig) -> dict:
     overrides = speed_settings.trainer_overrides(speed, cfg.trainer)
     if any(getattr(c, "replaces_progress_bar", False) for c in callbacks):  # a log file: one line per epoch
         overrides["enable_progress_bar"] = False
+    if not any(isinstance(c, pl.callbacks.Checkpoint) for c in callbacks):  # callbacks=none: no checkpoint at all,
+        overrides["enable_checkpointing"] = False  # not Lightning's own in a second place
     resume_from = str(decision.checkpoint) if decision.checkpoint is not None else None
     trainer = instantiate(cfg.trainer, logger=build_loggers(cfg, resume_from) or False, callbacks=callbacks,
                           **overrides)

@@ -48,8 +48,10 @@ def test_the_description_names_the_convention():
 
 
 @pytest.mark.parametrize("kind,classes,include,accepted,refused", [
-    ("symmetric", 10, False, 0.9, 0.9001),   # (C-1)/C: all labels equally likely; above, a wrong one wins
-    ("symmetric", 100, False, 0.99, 0.991),
+    ("symmetric", 10, False, 0.89, 0.9),   # (C-1)/C: all labels equally likely (no signal); above, a wrong one wins
+    ("symmetric", 100, False, 0.98, 0.99),
+    ("feature_dependent", 10, False, 0.8, 0.95),  # MSLG's table goes to 0.8
+    ("instance_dependent", 10, False, 0.5, 0.9),
     ("symmetric", 10, True, 0.95, 1.0),      # over all classes the true one stays the most likely below 1
     ("pair", 10, False, 0.49, 0.5),
     ("asymmetric", 10, False, 0.49, 0.5),

@@ -24,6 +24,8 @@ the anchor search works on a copy (the code's in-place view zeroes entries of la
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -31,6 +33,8 @@ import torch.nn.functional as F
 from noisylab.errors import ConfigError
 from noisylab.methods.base import LNLMethod
 from noisylab.methods.contract import Stage, require
+
+log = logging.getLogger("noisylab")
 
 
 def forward_loss(logits: torch.Tensor, y: torch.Tensor, transition: torch.Tensor) -> torch.Tensor:
@@ -75,6 +79,9 @@ class LossCorrection(LNLMethod):
         self.register_buffer("transition", torch.eye(self.num_classes))
         if self.oracle:
             self.use_transition(self.facts.transition, "the realised noise matrix")
+            # a ceiling built from the clean labels: say so once, whoever chose it (method_protocol/forward_mslg)
+            log.warning("method.transition=oracle: %s correction uses the realised noise matrix, built from the clean "
+                        "labels (a ceiling, as MSLG's baselines run it; transition=estimated estimates it).", direction)
         self.add_network("net", self.build_network)
 
     def use_transition(self, transition, which: str) -> None:
