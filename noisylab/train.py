@@ -208,6 +208,10 @@ def run(cfg: DictConfig) -> dict:
         trainer.fit(method, datamodule=datamodule, ckpt_path=resume_from)
         # resumed from the final epoch's checkpoint, fit trains nothing: its metrics come from the checkpoint
         fit_metrics = dict(trainer.callback_metrics) or getattr(trainer.checkpoint_callback, "restored_metrics", {})
+        # Lightning keeps a key logged in an earlier stage; the record holds the last epoch's statistics
+        # only, so that a resumed run and an uninterrupted one report the same keys
+        stale = set(getattr(method, "stale_statistics", []))
+        fit_metrics = {k: v for k, v in fit_metrics.items() if k not in stale}
         test_metrics = trainer.test(method, datamodule=datamodule, verbose=False)[0]
         if trainer.is_global_zero:
             merge_metrics_csv(output_dir / METRICS_CSV, earlier_rows)

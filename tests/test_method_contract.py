@@ -132,6 +132,7 @@ def stop_after(epochs: int):
 @pytest.mark.parametrize("method,extra", [("coteaching_plus", ["method.init_epoch=1"]),
                                           ("jocor", []), ("ce", ["data.augment=crop_flip", "model=cnn6"]),
                                           ("forward", ["method.estimate_epochs=2"]), ("l2rw", []),
+                                          ("pencil", ["method.stage1=1", "method.stage2=2"]),
                                           ("pes", ["method.early_epochs=1", "method.refine_epochs=3",
                                                    "method.head_epochs=0"]),
                                           ("cores", ["method.sieve_start=1", "method.beta_warmup=0",
@@ -146,6 +147,7 @@ def test_a_run_stopped_inside_a_later_stage_resumes_as_if_never_stopped(make_cfg
     assert stopped["epochs"] == 3
     resumed = run(make_cfg(*base, f"ckpt_path={stopped['run_dir']}/checkpoints/last.ckpt"))
     assert resumed["epochs"] == 4
+    assert resumed["metrics"].keys() == whole["metrics"].keys()  # no earlier stage's statistics in one only
     for key, value in whole["metrics"].items():
         assert resumed["metrics"][key] == pytest.approx(value, abs=1e-6), key
     assert network_weights(Path(whole["run_dir"]) / "checkpoints" / "last.ckpt").keys()

@@ -416,6 +416,10 @@ class LNLMethod(pl.LightningModule):
         self._flushed_epoch = self.current_epoch
         self._sync_per_sample_state()
         auc = self.detection_auc()
+        # statistics of an earlier stage that this epoch did not log: results.json leaves them out
+        logged = set(self.epoch_sums) | ({"train/detection_auc"} if auc is not None else set())
+        self.statistics_seen = set(getattr(self, "statistics_seen", ())) | logged
+        self.stale_statistics = sorted(self.statistics_seen - logged)
         if auc is not None:
             self.log("train/detection_auc", auc, on_step=False, on_epoch=True, batch_size=1)
         for name, (total, count) in self.epoch_sums.items():
@@ -429,6 +433,8 @@ class LNLMethod(pl.LightningModule):
         checkpoint["noisylab_method"] = f"{type(self).__module__}.{type(self).__qualname__}"  # checked at resume
         checkpoint["noisylab_identity"] = getattr(self, "run_identity", None)  # noisylab.run_folder
         checkpoint["noisylab_history"] = self.history
+        checkpoint["noisylab_statistics"] = {"seen": sorted(getattr(self, "statistics_seen", ())),
+                                             "stale": list(getattr(self, "stale_statistics", []))}
         name, keys, position, has_gauss, cached = np.random.get_state()
         checkpoint["noisylab_rng"] = {  # plain types and tensors: loads with weights_only
             "torch": torch.get_rng_state(), "python": random.getstate(),
@@ -450,6 +456,9 @@ class LNLMethod(pl.LightningModule):
                 raise ConfigError(f"ckpt_path={self.trainer.ckpt_path} holds other networks than this run builds "
                                   f"(first difference: {other}); resume it with the model and data it was trained with.")
         self.history = checkpoint.get("noisylab_history", {})
+        statistics = checkpoint.get("noisylab_statistics") or {}
+        self.statistics_seen = set(statistics.get("seen") or ())
+        self.stale_statistics = list(statistics.get("stale") or [])
         rng = checkpoint.get("noisylab_rng")
         if rng is not None and self._trainer is not None:  # resuming: continue the random streams
             torch.set_rng_state(rng["torch"])
