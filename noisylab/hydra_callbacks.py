@@ -13,7 +13,7 @@ from hydra.experimental.callback import Callback
 class ReportFailedJobs(Callback):
     def on_multirun_end(self, config, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        failures = sorted(sweep_dir.glob("*/error.txt"))
+        failures = sorted(sweep_dir.glob("*/error*.txt"))  # error-<time>.txt: a refusal beside an earlier run
         if not failures:
             return
         print(f"noisylab: error: {len(failures)} job(s) of the multirun failed:", file=sys.stderr)

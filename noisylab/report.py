@@ -167,15 +167,21 @@ def load_jobs(sweep_dir: Path) -> list[Job]:
     jobs = []
     for folder in job_folders(sweep_dir):
         run = None
+        unreadable = None
         if (folder / "results.json").is_file():
-            with open(folder / "results.json") as f:
-                run = json.load(f)
+            try:
+                with open(folder / "results.json") as f:
+                    run = json.load(f)
+            except (OSError, ValueError) as error:  # truncated or foreign: the job is listed as failed
+                unreadable = f"results.json cannot be read ({type(error).__name__}: {error})"
         overrides_file = folder / ".hydra" / "overrides.yaml"
         job = Job(folder, run, has_overrides=overrides_file.is_file())
         if job.has_overrides:
             job.overrides = parse_overrides(_read_yaml(overrides_file))
         if (folder / "error.txt").is_file():
             job.error = ((folder / "error.txt").read_text().strip().splitlines() or [""])[0]
+        if unreadable:
+            job.error = unreadable
         if run is None and (folder / ".hydra" / "config.yaml").is_file():
             job.hydra_config = _resolved_yaml(folder / ".hydra" / "config.yaml", folder)
         jobs.append(job)

@@ -374,6 +374,9 @@ def task(cfg: DictConfig) -> float | None:
             sys.exit(2)
         except Exception as error:  # a bug: the traceback follows, the folder keeps the reason
             record_error(cfg, f"crashed: {type(error).__name__}: {error}")
+            if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+                log.error("crashed: %s: %s", type(error).__name__, error, exc_info=True)
+                return float("nan")  # the other jobs go on; the failures are listed at the end
             raise
     if results.pop("rank") == 0 and not results.get("skipped"):
         print_summary(results)

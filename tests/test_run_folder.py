@@ -114,3 +114,27 @@ def test_an_impossible_run_folder_is_one_sentence(make_cfg, tmp_path):
         locked.mkdir(mode=0o500)
         with pytest.raises(ConfigError, match="cannot be written"):
             run(make_cfg(*FAST, f"paths.output_dir={locked / 'run'}"))
+
+
+@pytest.mark.slow
+def test_a_sweep_launched_again_finishes_only_what_is_unfinished(tmp_path):
+    """-m twice into the same sweep folder: the second launch skips the finished job, resumes
+    the one whose results a pre-emption kept it from writing (ending as the first launch's
+    job did)."""
+    from tests.test_cli import noisylab
+
+    sweep = ["method=ce", "protocol.epochs=2", "seed=0,1"]  # into tmp_path/sweep both times
+    first = noisylab(tmp_path, *sweep, multirun=True)
+    assert first.returncode == 0, first.stderr[-2000:]
+    jobs = sorted((tmp_path / "sweep").glob("*_s*"))
+    finished = (jobs[0] / "results.json").read_bytes()
+    expected = (jobs[1] / "results.json").read_text()
+    (jobs[1] / "results.json").unlink()  # job 1 as a pre-emption after its last checkpoint leaves it
+    again = noisylab(tmp_path, *sweep, multirun=True)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "already holds this run's results: skipped" in again.stdout
+    assert (jobs[0] / "results.json").read_bytes() == finished
+    import json
+
+    resumed, whole = json.loads((jobs[1] / "results.json").read_text()), json.loads(expected)
+    assert resumed["resumed_from"] and resumed["metrics"] == whole["metrics"]

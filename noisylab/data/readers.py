@@ -449,5 +449,7 @@ def download(name: str, root) -> None:
         else:
             for train in (True, False):
                 dataset(str(root), train=train, download=True)
-    except Exception as e:
-        raise DatasetError(f"could not download {name} into {root}: {e}") from e
+    except Exception as e:  # torchvision's message lists every mirror it tried: the first line says why
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0].rstrip(".:")
+        raise DatasetError(f"could not download {name} into {root} ({first}); without internet, place the "
+                           f"files there by hand (data.download=false).") from None

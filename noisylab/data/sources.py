@@ -104,9 +104,18 @@ def _from_arrays(name, arrays) -> Source:
 
 
 def _maybe_download(cfg, name: str) -> None:
+    """``data.download=true``: fetch the files, unless the reader finds them already (a
+    download would then only write extracted copies beside them)."""
     if cfg.get("download", False):
         from noisylab.data import readers
 
+        reader = {"mnist": readers.read_mnist, "cifar10": readers.read_cifar10, "cifar100": readers.read_cifar100}.get(name)
+        if reader is not None:
+            try:
+                reader(data_root(cfg))
+                return
+            except Exception:  # not there (or unreadable): download
+                pass
         readers.download(name, data_root(cfg))
 
 
