@@ -514,6 +514,34 @@ def unwritable_run_dir(cfg) -> str | None:
     return None
 
 
+def multirun_error(argv: list[str]) -> str | None:
+    """A multirun's command line (``-m``) judged as ``composition_error`` judges one run: each
+    swept value composed once (the other keys at their first value), so that ``-m
+    model=mlp,bogus`` is one sentence before any job runs, not Hydra's block after the first."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    rest = [arg for arg in argv if arg not in ("-m", "--multirun")]
+    if len(rest) == len(argv) or any(arg.startswith("-") for arg in rest):
+        return None
+    try:
+        parsed = OverridesParser.create().parse_overrides(rest)
+    except HydraException:
+        return composition_error(rest)  # the parse error, as one sentence
+    choices = []
+    for arg, override in zip(rest, parsed, strict=True):
+        head = arg[: len(arg) - len(arg.lstrip("+~"))] + arg.lstrip("+~").split("=", 1)[0]
+        values = list(override.sweep_string_iterator()) if override.is_sweep_override() else None
+        choices.append([f"{head}={v}" for v in values] if values else [arg])
+    first = [options[0] for options in choices]
+    probes = [first] + [first[:i] + [value] + first[i + 1:] for i, options in enumerate(choices) for value in options[1:]]
+    for probe in probes[:64]:
+        sentence = composition_error(probe)
+        if sentence:
+            return sentence
+    return None
+
+
 def argv_value(argv: list[str], key: str) -> str:
     return next((arg.lstrip("+~") for arg in argv if arg.lstrip("+~").startswith(key + "=")), key + "=...")
 
@@ -553,7 +581,7 @@ def main() -> float | None:
     sys.argv[1:] = rewrite_overrides(sys.argv[1:])
     register_plugins()
     with exit_when_interrupted():  # Ctrl-C while starting up: one sentence, no traceback
-        sentence = missing_launcher(sys.argv[1:]) or composition_error(sys.argv[1:])
+        sentence = missing_launcher(sys.argv[1:]) or composition_error(sys.argv[1:]) or multirun_error(sys.argv[1:])
         if sentence:
             print(f"noisylab: error: {sentence}", file=sys.stderr, flush=True)
             sys.exit(2)

@@ -138,3 +138,16 @@ def test_a_sweep_launched_again_finishes_only_what_is_unfinished(tmp_path):
 
     resumed, whole = json.loads((jobs[1] / "results.json").read_text()), json.loads(expected)
     assert resumed["resumed_from"] and resumed["metrics"] == whole["metrics"]
+
+
+@pytest.mark.parametrize(("argv", "sentence"), [
+    (["-m", "model=mlp,bogus"], "model=bogus is not an option of model"),
+    (["-m", "hydra/sweeper=bogus"], "hydra/sweeper=bogus is not an option of hydra/sweeper"),
+    (["-m", "seed=0,1", "data.foo=1"], "data.foo is not a key of the config"),
+    (["-m", "method=ce,coteaching", "noise=sym20,sym50"], None),
+])
+def test_hydra_refusals_inside_a_multirun_are_one_sentence_before_any_job(argv, sentence):
+    from noisylab.train import multirun_error
+
+    found = multirun_error(argv)
+    assert (found is None) if sentence is None else found.startswith(sentence)
