@@ -149,9 +149,9 @@ def write_csv(path: Path, runs: list[dict], order: np.ndarray, score: np.ndarray
     has_path, has_truth = "path" in first, "y_true" in first and (first["y_true"] >= 0).any()
     header = ["rank", "index"] + (["path"] if has_path else []) + [
         "given_label", "given_name", "predicted_label", "predicted_name",
-        "clean_score" if len(runs) == 1 else "agreement_score"]
+        suspicion(first)[1] if len(runs) == 1 else "agreement_score"]
     if len(runs) > 1:
-        header += [f"clean_score_run{i}" for i in range(len(runs))]
+        header += [f"{suspicion(r)[1]}_run{i}" for i, r in enumerate(runs)]
     if "clean_flag" in first and (first["clean_flag"] >= 0).any():
         header += ["label_wrong"] + (["true_label", "true_name"] if has_truth else [])
     lines = [header]
