@@ -89,20 +89,27 @@ def suspicion(run: dict) -> tuple[np.ndarray, str]:
     return run["given_label_prob"].astype(np.float64), "given_label_prob"
 
 
+def run_order(run: dict) -> np.ndarray:
+    """One run's samples from most to least suspect: by clean score; ties (a selection
+    method's kept fractions tie often) by the final network's probability of the given label,
+    then by index."""
+    score = suspicion(run)[0]
+    tie_break = run.get("given_label_prob", np.zeros_like(score))
+    return np.lexsort((np.arange(len(score)), tie_break, score))
+
+
 def rank(runs: list[dict]) -> tuple[np.ndarray, np.ndarray]:
     """(order, score): sample indices from most to least suspect, and the score that orders
-    them (one run: its clean score; several: 1 - the mean rank fraction, higher = cleaner)."""
+    them (one run: its clean score; several: the mean over runs of each sample's rank as a
+    fraction of the set, 0 = the most suspect)."""
     first = runs[0]
     for run in runs[1:]:
         if run["y"].shape != first["y"].shape or not np.array_equal(run["y"], first["y"]):
             raise NoisyLabError(f"{run['run_dir']} trained on other labels than {first['run_dir']}: rank runs "
                                 "together only on the same training set (same data, noise and split).")
     if len(runs) == 1:
-        score = suspicion(first)[0]
-    else:
-        fractions = [np.argsort(np.argsort(suspicion(r)[0], kind="stable"), kind="stable") / len(first["y"])
-                     for r in runs]  # 0: the run's most suspect sample
-        score = np.mean(fractions, axis=0)
+        return run_order(first), suspicion(first)[0]
+    score = np.mean([np.argsort(run_order(r), kind="stable") / len(first["y"]) for r in runs], axis=0)
     return np.lexsort((np.arange(len(score)), score)), score
 
 
