@@ -174,3 +174,24 @@ def test_a_corrupt_image_names_its_file(make_cfg, tmp_path):
     position = dataset.paths.index("dog/img001.png")
     with pytest.raises(DatasetError, match=f"data=folder image file {broken} is corrupt .cannot decode it"):
         dataset[position]
+
+
+def test_the_real_noise_sweeps_compose_with_the_papers_recipes_and_numbers(make_cfg):
+    from noisylab.schema import check_config
+
+    mslg = make_cfg("+sweep=mslg_food101n", "method=mslg", "protocol=mslg", "seed=1")
+    check_config(mslg)
+    assert (mslg.data.name, mslg.noise.kind, mslg.model.name, mslg.model.pretrained) == ("food101n", "none", "resnet50", True)
+    assert (mslg.protocol.epochs, mslg.protocol.batch_size, mslg.protocol.optimizer.lr) == (10, 32, 0.001)
+    assert list(mslg.protocol.lr_schedule.milestones) == [5]
+    assert (mslg.method.beta, mslg.method.warmup_epochs, mslg.data.trusted_per_class) == (1500.0, 1, 99)
+    assert mslg.paper["values"]["mslg"] == 79.06 and mslg.paper["values"]["gce"] == 71.60
+    ieg = make_cfg("+sweep=ieg_webvision_mini", "method=ieg", "seed=1")
+    check_config(ieg)
+    assert (ieg.data.name, ieg.noise.kind, ieg.method.ce_factor, ieg.method.consistency_factor) == (
+        "webvision_mini", "none", 4, 8)
+    assert (ieg.protocol.batch_size, ieg.protocol.epochs, ieg.data.batches_per_epoch) == (64, 1000, 1000)  # 1M steps
+    assert ieg.paper.ieg.none == 80.0
+    food = make_cfg("+sweep=ieg_food101n", "method=ieg", "seed=1")
+    check_config(food)
+    assert food.data.name == "food101n" and food.data.trusted_per_class == 10
