@@ -29,6 +29,26 @@ def wnid(label: int) -> str:
     return f"n{1440764 + label:08d}"
 
 
+def write_imagenet_devkit(root, labels=(50, 0, 1, 0), seed: int = 0) -> list:
+    """ILSVRC-2012 val in the devkit's layout: ``val/ILSVRC2012_val_%08d.JPEG``, the ground
+    truth as ILSVRC2012_IDs (one per line) and ``meta.mat`` mapping IDs to WNIDs; the IDs are
+    deliberately not the WNIDs' sorted positions (ID = 1000 - label)."""
+    import scipy.io
+
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    devkit = root / "ILSVRC2012_devkit_t12" / "data"
+    devkit.mkdir(parents=True, exist_ok=True)
+    synsets = np.zeros((1000, 1), dtype=[("ILSVRC2012_ID", "O"), ("WNID", "O"), ("words", "O")])
+    for label in range(1000):
+        synsets[label, 0] = (1000 - label, wnid(label), f"class {label}")
+    scipy.io.savemat(devkit / "meta.mat", {"synsets": synsets})
+    (devkit / "ILSVRC2012_validation_ground_truth.txt").write_text(_lines(1000 - y for y in labels))
+    for i in range(len(labels)):
+        write_image(root / "val" / f"ILSVRC2012_val_{i + 1:08d}.JPEG", rng.integers(0, 256, 3))
+    return list(labels)
+
+
 def write_webvision(root, imagenet_root=None, seed: int = 0) -> dict:
     """WebVision 1.0: ``info/`` lists, resized Google/Flickr training images, ``val_images_256``;
     labels 0, 1, 49 (mini-WebVision's classes) and 50, 999 (full only). With ``imagenet_root``:

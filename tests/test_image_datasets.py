@@ -11,6 +11,7 @@ from noisylab.train import build_datamodule
 from tests.fixtures_web import (
     FOOD_CLASSES,
     wnid,
+    write_imagenet_devkit,
     write_animal10n,
     write_food101n,
     write_image,
@@ -38,6 +39,15 @@ def test_webvision_mini_is_the_first_50_google_classes_tested_on_imagenet_val(we
     assert [p.split("/")[-1] for p in images.test[0]] == [
         "ILSVRC2012_val_00000002.JPEG", "ILSVRC2012_val_00000003.JPEG", "ILSVRC2012_val_00000004.JPEG"]
     assert images.test[1].tolist() == [0, 1, 0] and images.class_names[:2] == [wnid(0), wnid(1)]
+
+
+def test_imagenet_val_from_the_devkit_ground_truth(webvision):
+    tmp_path, _ = webvision
+    write_imagenet_devkit(tmp_path / "devkit_layout", labels=(50, 0, 1, 0))
+    images = image_lists.read_webvision(tmp_path / "webvision", 50, False, imagenet_root=tmp_path / "devkit_layout")
+    assert [p.split("/")[-1] for p in images.test[0]] == [
+        "ILSVRC2012_val_00000002.JPEG", "ILSVRC2012_val_00000003.JPEG", "ILSVRC2012_val_00000004.JPEG"]
+    assert images.test[1].tolist() == [0, 1, 0]
 
 
 def test_webvision_full_adds_flickr_and_every_class(webvision):
