@@ -11,11 +11,11 @@ from noisylab.train import build_datamodule
 from tests.fixtures_web import (
     FOOD_CLASSES,
     wnid,
-    write_imagenet_devkit,
     write_animal10n,
     write_food101n,
     write_image,
     write_image_folder,
+    write_imagenet_devkit,
     write_webvision,
 )
 
