@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from noisylab.data.readers import _corrupt, _missing, _need_file
-from noisylab.errors import ConfigError, DatasetError
+from noisylab.errors import DatasetError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -360,10 +360,3 @@ def read_table(path, root=None) -> ImageList:
     return ImageList("data=table", base, hint, train, part("test")[0], names,
                      train_clean=clean if (clean >= 0).any() else None, val=part("val")[0], real_noise=False)
 
-
-def check_subset(subset) -> int | None:
-    if subset is None:
-        return None
-    if isinstance(subset, bool) or not isinstance(subset, int) or subset < 1:
-        raise ConfigError(f"data.subset must be null or a number of training images >= 1, got {subset!r}.")
-    return subset
