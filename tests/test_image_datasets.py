@@ -205,3 +205,11 @@ def test_the_real_noise_sweeps_compose_with_the_papers_recipes_and_numbers(make_
     food = make_cfg("+sweep=ieg_food101n", "method=ieg", "seed=1")
     check_config(food)
     assert food.data.name == "food101n" and food.data.trusted_per_class == 10
+
+
+@pytest.mark.parametrize("data,says", [("folder", "data=folder needs data.root"), ("table", "data=table needs data.file")])
+def test_own_data_without_its_location_is_one_sentence(make_cfg, data, says):
+    from noisylab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=says):
+        build_datamodule(make_cfg(f"data={data}", *SMALL)).prepare()

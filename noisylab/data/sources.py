@@ -269,6 +269,8 @@ def animal10n(cfg) -> Source:
 def folder(cfg) -> Source:
     from noisylab.data.image_lists import read_folder
 
+    if not cfg.get("root"):
+        raise ConfigError("data=folder needs data.root, the folder of class folders (<root>/<class>/<image>).")
     return _image_source(cfg, read_folder(data_root(cfg)))
 
 
