@@ -196,11 +196,46 @@ class SvhnToMnist(ArrayData):
     target_std: Float(gt=0) = 0.3081
 
 
-class Clothing1M(Data):
-    name: Literal["clothing1m"]
+class ImageFileData(Data):
+    """Images read from files by DataLoader workers (noisylab.data.files)."""
     batches_per_epoch: Int(ge=1) | None = None
+    resize: Int(ge=1) = 256
     crop_size: Int(ge=1) = 224
+    crop_padding: Int(ge=0) = 0
     num_workers: Int(ge=0) = 8
+    subset: Int(ge=1) | None = None
+    val_fraction: Fraction = 0.0
+    trusted_list: str | None = None
+
+
+class Clothing1M(ImageFileData):
+    name: Literal["clothing1m"]
+
+
+class WebVision(ImageFileData):
+    name: Literal["webvision_mini", "webvision"]
+    imagenet_val: bool = True
+    imagenet_root: str
+    val_folder: str = "val_images_256"
+
+
+class Food101N(ImageFileData):
+    name: Literal["food101n"]
+    food101_root: str
+
+
+class Animal10N(ImageFileData):
+    name: Literal["animal10n"]
+
+
+class OwnImages(ImageFileData):
+    name: Literal["folder", "table"]
+    root: str | None = None
+    file: str | None = None      # data=table: the CSV/TSV
+    test_fraction: Float(gt=0, lt=1) = 0.2
+
+
+FileImageData = Clothing1M | WebVision | Food101N | Animal10N | OwnImages
 
 
 # ---------------------------------------------------------------------------- noise
@@ -350,7 +385,7 @@ class RunConfig(Group):
     quirks: Literal[QUIRK_MODES] = "paper"
     protocol: Protocol
     method: Method
-    data: Annotated[Digits | Mnist1d | FileData | Toy2D | SvhnToMnist | Clothing1M, Field(discriminator="name")]
+    data: Annotated[Digits | Mnist1d | FileData | Toy2D | SvhnToMnist | FileImageData, Field(discriminator="name")]
     noise: Noise
     model: Annotated[ModelSchema, Field(discriminator="name")]
     schedule: Annotated[CoteachingSchedule | S2ESchedule | ConstantSchedule, Field(discriminator="name")]

@@ -302,18 +302,23 @@ def write_hydra_record(cfg: DictConfig, output_dir: Path) -> None:
 
 
 def write_per_sample(output_dir: Path, method, datamodule) -> Path:
-    """``per_sample.npz``: index, observed and clean label of every training sample, and the
-    method's per-sample arrays (its state, its clean score)."""
+    """``per_sample.npz``: index, observed and clean label of every training sample, the
+    method's per-sample arrays (its state, its clean score) and final predictions; then
+    ``suspects.csv`` (noisylab.suspects) when the method has a clean score."""
     import io
 
     import numpy as np
 
+    from noisylab import suspects
     from noisylab.results import write_bytes_atomic
 
-    arrays = {"index": np.arange(datamodule.train_size), **datamodule.train_labels(), **method.per_sample_arrays()}
+    arrays = {"index": np.arange(datamodule.train_size), **datamodule.train_labels(), **method.per_sample_arrays(),
+              **suspects.predictions(method, datamodule)}
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
-    return write_bytes_atomic(output_dir / "per_sample.npz", buffer.getvalue())
+    path = write_bytes_atomic(output_dir / "per_sample.npz", buffer.getvalue())
+    suspects.after_run(output_dir)
+    return path
 
 
 def finish_wandb() -> None:

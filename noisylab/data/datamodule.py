@@ -125,11 +125,25 @@ class NoisyDataModule(pl.LightningDataModule):
 
     def train_labels(self) -> dict[str, np.ndarray]:
         """Observed (``y``) and clean (``y_true``, -1 where unknown) label of every training
-        sample, in index order (for diagnostics and ``per_sample.npz``)."""
+        sample, in index order, ``clean_flag`` (1 its label is right, 0 wrong, -1 unknown:
+        Food-101N's verifications know right from wrong without the true class) and, for
+        file-backed data, its ``path`` (for diagnostics and ``per_sample.npz``)."""
         self.prepare()
         if isinstance(self.train, dict):
-            return {k: self.train[k].cpu().numpy() for k in ("y", "y_true")}
-        return {}
+            return {"y": self.train["y"].cpu().numpy(), "y_true": self.train["y_true"].cpu().numpy(),
+                    "clean_flag": self.clean_flags()}
+        files = self.train.dataset
+        return {"y": files.labels, "y_true": files.clean, "clean_flag": self.clean_flags(),
+                "path": np.asarray([str(files.root / p) for p in files.paths])}
+
+    def clean_flags(self) -> np.ndarray:
+        """Per training sample: 1 its label is known right, 0 known wrong, -1 unknown (the
+        ground truth of the noise-detection AUC)."""
+        self.prepare()
+        if not isinstance(self.train, dict):
+            return self._clean_flags
+        y, y_true = self.train["y"].cpu().numpy(), self.train["y_true"].cpu().numpy()
+        return np.where(y_true >= 0, (y == y_true).astype(np.int64), -1)
 
     def ordered_train_batches(self, batch_size: int | None = None):
         """The whole training split in index order, un-augmented, on one process (the pass
@@ -232,14 +246,13 @@ class NoisyDataModule(pl.LightningDataModule):
         return np.sort(np.concatenate(picked))
 
     def _prepare_files(self) -> None:
-        from noisylab.data.files import clothing1m_splits
+        from noisylab.data.files import file_splits
 
-        if self.noise_cfg.get("kind") != "none":
-            raise ConfigError("Clothing1M labels are already noisy (real web noise): use noise=none with it.")
-        self.train, self.val, self.trusted, self.test, self.noisy = clothing1m_splits(
-            self.source, self.data_cfg, self.trusted_per_class
+        self.train, self.val, self.trusted, self.test, self.noisy, self._clean_flags = file_splits(
+            self.source, self.data_cfg, self.noise_cfg, self.trusted_per_class
         )
-        self.noise_origin = {"source": "dataset (real web noise)"}
+        if self.noise_cfg.get("kind") == "none":
+            self.noise_origin = {"source": "dataset (its own labels)"}
         self.split_index = {}
 
     def _move_to(self, device: torch.device) -> None:

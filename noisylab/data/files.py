@@ -1,8 +1,12 @@
-"""File-backed data (Clothing1M): JPEG folders read by DataLoader workers.
+"""File-backed data (Clothing1M, WebVision, Food-101N, Animal-10N, the user's folder or table):
+images decoded by DataLoader workers, never held in memory.
 
-Clothing1M's usual protocol (DivideMix, ELR+): Resize(256), RandomCrop(224) + flip for
-training, CenterCrop(224) for evaluation, its own mean/std; each epoch draws
-``batches_per_epoch * batch_size`` noisy samples, balanced over the 14 noisy classes.
+Per image: ``Resize(data.resize)`` (short side), then ``RandomCrop(data.crop_size)`` (with
+``data.crop_padding``) and a horizontal flip for training, ``CenterCrop(data.crop_size)`` for
+evaluation, then the dataset's mean/std (Clothing1M's own, else ImageNet's): Clothing1M's
+usual protocol (DivideMix, ELR+) at 256/224. ``data.batches_per_epoch``: each epoch draws
+``batches_per_epoch * batch_size`` noisy samples, balanced over the noisy classes.
+``data.subset``: a seeded random subset of that many training images, for a quick look.
 """
 
 from __future__ import annotations
@@ -12,17 +16,15 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from noisylab.errors import ConfigError
-from noisylab.noise import realised
-
-CLOTHING1M_MEAN = (0.6959, 0.6537, 0.6371)
-CLOTHING1M_STD = (0.3113, 0.3192, 0.3214)
+from noisylab.noise import make_noisy_labels, realised
 
 
 class ImageFiles(Dataset):
-    """(relative path, label, clean label) triples -> ``{x, y, index, y_true}``."""
+    """(path, label, clean label) triples -> ``{x, y, index, y_true}``."""
 
-    def __init__(self, root, paths, labels, clean, transform):
-        self.root, self.paths, self.transform = root, list(paths), transform
+    def __init__(self, images, paths, labels, clean, transform):
+        self.root, self.name, self.hint = images.root, images.name, images.hint
+        self.paths, self.transform = list(paths), transform
         self.labels = np.asarray(labels, dtype=np.int64)
         self.clean = np.asarray(clean, dtype=np.int64)
 
@@ -30,9 +32,9 @@ class ImageFiles(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> dict:
-        from noisylab.data.readers import load_clothing1m_image
+        from noisylab.data.readers import load_image
 
-        image = load_clothing1m_image(self.root, self.paths[i])
+        image = load_image(self.root, self.paths[i], self.name, self.hint)
         return {"x": self.transform(image), "y": int(self.labels[i]), "index": i, "y_true": int(self.clean[i])}
 
 
@@ -57,23 +59,81 @@ class BalancedEpochSampler(Sampler[int]):
         return iter(order.tolist())
 
 
-def clothing1m_transforms(size: int):
+def image_transforms(cfg, mean, std):
     from torchvision import transforms as T
 
-    normalize = T.Normalize(CLOTHING1M_MEAN, CLOTHING1M_STD)
-    train = T.Compose([T.Resize(256), T.RandomCrop(size), T.RandomHorizontalFlip(), T.ToTensor(), normalize])
-    evaluate = T.Compose([T.Resize(256), T.CenterCrop(size), T.ToTensor(), normalize])
+    resize, size = int(cfg.get("resize", 256)), int(cfg.get("crop_size", 224))
+    normalize = T.Normalize(mean, std)
+    crop = T.RandomCrop(size, padding=int(cfg.get("crop_padding", 0)) or None, pad_if_needed=True)
+    train = T.Compose([T.Resize(resize), crop, T.RandomHorizontalFlip(), T.ToTensor(), normalize])
+    evaluate = T.Compose([T.Resize(resize), T.CenterCrop(size), T.ToTensor(), normalize])
     return train, evaluate
 
 
-def clothing1m_splits(source, cfg, trusted_per_class: int):
-    """Loader factories for the noisy train set, clean val, clean-train trusted set, clean test."""
-    files = source.files
-    size = int(cfg.get("crop_size", 224))
-    train_tf, eval_tf = clothing1m_transforms(size)
+def _take(part, index):
+    paths, labels = part
+    return [paths[i] for i in index], np.asarray(labels)[index]
+
+
+def _held_out(labels: np.ndarray, fraction: float, rng) -> np.ndarray:
+    """A class-stratified ``fraction`` of the positions of ``labels`` (at least one per class
+    with two or more members)."""
+    picked = []
+    for c in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == c))
+        n = int(round(fraction * len(members)))
+        picked.append(members[: max(n, 1) if len(members) > 1 else 0])
+    return np.sort(np.concatenate(picked))
+
+
+def _trusted_list(cfg, num_classes):
+    """``data.trusted_list``: a file of ``<image path> <label>`` lines (e.g. IEG's 10 ImageNet
+    training images per WebVision class), paths relative to the dataset's root or absolute."""
+    from pathlib import Path
+
+    from noisylab.data.image_lists import _path_label_lines
+
+    path = Path(str(cfg.trusted_list)).expanduser()
+    return _path_label_lines("data.trusted_list", path, "give a file of '<image path> <label>' lines.", num_classes)
+
+
+def file_splits(source, cfg, noise_cfg, trusted_per_class: int, seed: int = 0):
+    """(train, val, trusted, test) loader factories, the noisy labels realised on the images
+    whose clean label is known, and each training image's clean flag (1/0/-1)."""
+    images = source.files
+    images = images.image_list() if hasattr(images, "image_list") else images
+    rng = np.random.default_rng(int(cfg.get("split_seed", 0)))
+    train, clean = images.train, images.train_clean
+    clean = np.full(len(train[1]), -1, np.int64) if clean is None else clean
+    flags = images.clean_flags()
+    subset = cfg.get("subset")
+    if subset is not None and int(subset) < len(train[1]):
+        keep = np.sort(rng.permutation(len(train[1]))[: int(subset)])
+        train, clean, flags = _take(train, keep), clean[keep], flags[keep]
+    test = images.test
+    if test is None:  # the user's data without a test split: a stratified part of it
+        held = _held_out(train[1], float(cfg.get("test_fraction", 0.2)), rng)
+        rest = np.setdiff1d(np.arange(len(train[1])), held)
+        test = _take(train, held)
+        test = (test[0], np.where(clean[held] >= 0, clean[held], test[1]))
+        train, clean, flags = _take(train, rest), clean[rest], flags[rest]
+    labels = np.asarray(train[1])
+    if noise_cfg.get("kind") != "none":
+        if images.real_noise:
+            raise ConfigError(f"{images.name} labels are already noisy (real noise): use noise=none with it.")
+        clean = labels  # the user's labels taken as clean, the noise drawn on them
+        labels = make_noisy_labels(labels, source.num_classes, noise_cfg).labels
+        flags = (labels == clean).astype(np.int64)
+    paths = train[0]
+    val, val_clean = images.val, None if images.val is None else images.val[1]
+    val_fraction = float(cfg.get("val_fraction", 0.0) or 0.0)
+    if val is None and val_fraction > 0:  # of the noisy training images, as the array datasets
+        held = np.sort(rng.permutation(len(labels))[: int(round(val_fraction * len(labels)))])
+        rest = np.setdiff1d(np.arange(len(labels)), held)
+        val, val_clean = ([paths[i] for i in held], labels[held]), clean[held]
+        paths, labels, clean, flags = [paths[i] for i in rest], labels[rest], clean[rest], flags[rest]
+    train_tf, eval_tf = image_transforms(cfg, images.mean, images.std)
     workers = int(cfg.get("num_workers", 4))
-    paths, labels = files.noisy_train
-    clean = files.clean_label_of(paths)
 
     def factory(dataset, balanced_batches=None):
         def make(batch_size, shuffle, drop_last=False):
@@ -88,23 +148,27 @@ def clothing1m_splits(source, cfg, trusted_per_class: int):
         return make
 
     known = clean >= 0
-    noisy = realised(clean[known], np.asarray(labels)[known], source.num_classes)
-    train = factory(ImageFiles(files.root, paths, labels, clean, train_tf), cfg.get("batches_per_epoch"))
-    val = factory(ImageFiles(files.root, *files.clean_val, files.clean_val[1], eval_tf))
-    test = factory(ImageFiles(files.root, *files.clean_test, files.clean_test[1], eval_tf))
+    noisy = realised(clean[known], labels[known], source.num_classes)
+    checked = flags >= 0  # every training label; the rate over the labels known right or wrong
+    noisy = type(noisy)(labels, noisy.transition, float(np.mean(flags[checked] == 0)) if checked.any() else 0.0)
+    train_set = factory(ImageFiles(images, paths, labels, clean, train_tf), cfg.get("batches_per_epoch"))
+    val_set = factory(ImageFiles(images, *val, val_clean, eval_tf)) if val is not None else None
+    test_set = factory(ImageFiles(images, *test, test[1], eval_tf))
     trusted = None
     if trusted_per_class > 0:
-        trusted_paths, trusted_labels = files.clean_train
+        pool = _trusted_list(cfg, source.num_classes) if cfg.get("trusted_list") else images.trusted
+        if pool is None and (clean >= 0).any():  # the training images whose clean label the table gives
+            pool = ([paths[i] for i in np.flatnonzero(clean >= 0)], clean[clean >= 0])
+        if pool is None:
+            raise ConfigError(f"{images.name} has no clean images for a trusted set: give data.trusted_list, a file "
+                              "of '<image path> <label>' lines of images whose labels you checked.")
         picked = []
         for c in range(source.num_classes):
-            members = np.flatnonzero(np.asarray(trusted_labels) == c)
+            members = np.flatnonzero(np.asarray(pool[1]) == c)
             if len(members) < trusted_per_class:
-                raise ConfigError(
-                    f"data.trusted_per_class={trusted_per_class} is larger than class {c} of "
-                    f"Clothing1M's clean training set ({len(members)} images)."
-                )
+                raise ConfigError(f"data.trusted_per_class={trusted_per_class} is larger than class {c} of "
+                                  f"{images.name}'s clean images ({len(members)}).")
             picked.extend(members[:trusted_per_class].tolist())
-        chosen_paths = [trusted_paths[i] for i in picked]
-        chosen = np.asarray(trusted_labels)[picked]
-        trusted = factory(ImageFiles(files.root, chosen_paths, chosen, chosen, train_tf))
-    return train, val, trusted, test, noisy
+        chosen_paths, chosen = _take(pool, picked)
+        trusted = factory(ImageFiles(images, chosen_paths, chosen, chosen, train_tf))
+    return train_set, val_set, trusted, test_set, noisy, flags

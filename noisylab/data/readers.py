@@ -51,6 +51,8 @@ CIFAR_N_HINT = (
 CIFAR10_CLASSES = [
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
 ]
+CLOTHING1M_MEAN = (0.6959, 0.6537, 0.6371)
+CLOTHING1M_STD = (0.3113, 0.3192, 0.3214)
 CLOTHING1M_CLASSES = [
     "T-Shirt", "Shirt", "Knitwear", "Chiffon", "Sweater", "Hoodie", "Windbreaker", "Jacket",
     "Down Coat", "Suit", "Shawl", "Dress", "Vest", "Underwear",
@@ -313,6 +315,15 @@ class Clothing1M:
         """Clean labels of ``paths`` where the clean annotation covers them, else -1."""
         return clean_labels_for(list(paths), self.clean_kv)
 
+    def image_list(self):
+        """As the file-backed datamodule reads every image dataset: noisy train (with the clean
+        labels the annotation has), clean val and test, the clean training images as trusted pool."""
+        from noisylab.data.image_lists import ImageList
+
+        return ImageList("Clothing1M", self.root, CLOTHING1M_HINT, self.noisy_train, self.clean_test,
+                         self.class_names, train_clean=self.clean_label_of(self.noisy_train[0]),
+                         val=self.clean_val, trusted=self.clean_train, mean=CLOTHING1M_MEAN, std=CLOTHING1M_STD)
+
 
 def _read_lines(path: Path, hint: str) -> list[str]:
     _need_file("Clothing1M", path, hint)
@@ -368,19 +379,22 @@ def read_clothing1m(root) -> Clothing1M:
     )
 
 
-def load_clothing1m_image(root, rel_path):
-    """The image ``<root>/<rel_path>`` as an RGB ``PIL.Image``."""
+def load_image(root, rel_path, dataset: str = "Clothing1M", hint: str = CLOTHING1M_HINT):
+    """The image ``<root>/<rel_path>`` (``rel_path`` may be absolute) as an RGB ``PIL.Image``."""
     from PIL import Image, UnidentifiedImageError
 
     root = Path(root).expanduser()
     path = root / rel_path
-    hint = CLOTHING1M_HINT.format(root=root)
-    _need_file("Clothing1M image", path, hint)
+    hint = hint.format(root=root)
+    _need_file(f"{dataset} image", path, hint)
     try:
         with Image.open(path) as image:
             return image.convert("RGB")
     except (OSError, UnidentifiedImageError, SyntaxError) as e:
-        raise _corrupt("Clothing1M image", path, f"cannot decode it: {e}", hint) from e
+        raise _corrupt(f"{dataset} image", path, f"cannot decode it: {e}", hint) from e
+
+
+load_clothing1m_image = load_image
 
 
 # ----------------------------------------------------------------------------- CIFAR-N

@@ -29,7 +29,7 @@ class Source:
     y_test: np.ndarray | None = None
     coarse_train: np.ndarray | None = None  # CIFAR-100 superclasses, for asymmetric noise
     asymmetric_map: str | None = None  # "cifar10", "mnist", "superclass" or None
-    files: object | None = None  # noisylab.data.readers.Clothing1M for file-backed data
+    files: object | None = None  # readers.Clothing1M or image_lists.ImageList for file-backed data
     class_names: list[str] | None = None
     # A clean target set of its own (SOSELETO): the trusted samples come from it, not from x_train.
     x_target: np.ndarray | None = None
@@ -44,12 +44,14 @@ class Source:
 DATASETS: dict[str, tuple[int, str | None]] = {
     "digits": (10, "mnist"), "mnist1d": (10, "mnist"), "mnist": (10, "mnist"), "cifar10": (10, "cifar10"),
     "cifar100": (100, "superclass"), "svhn": (10, None), "clothing1m": (14, None), "toy2d": (2, None),
-    "svhn_to_mnist": (5, None),
+    "svhn_to_mnist": (5, None), "webvision_mini": (50, None), "webvision": (1000, None), "food101n": (101, None),
+    "animal10n": (10, None), "folder": (None, None), "table": (None, None),
 }
 
 
-def num_classes(cfg) -> int:
-    """The number of training classes the ``data`` config ``cfg`` gives, without reading data."""
+def num_classes(cfg) -> int | None:
+    """The number of training classes the ``data`` config ``cfg`` gives, without reading data
+    (None for the user's own data, whose classes are known once read)."""
     if cfg.get("name") == "svhn_to_mnist" and cfg.get("source_classes") is not None:
         return len(cfg.get("source_classes"))
     return DATASETS[cfg.get("name")][0]
@@ -244,6 +246,52 @@ def clothing1m(cfg) -> Source:
     return Source("clothing1m", DATASETS["clothing1m"][0], (3, size, size), files=files, class_names=files.class_names)
 
 
+def _image_source(cfg, images) -> Source:
+    size = int(cfg.get("crop_size", 224))
+    return Source(cfg.name, len(images.class_names), (3, size, size), files=images, class_names=images.class_names)
+
+
+def webvision(cfg) -> Source:
+    """WebVision 1.0, Google + Flickr, 1000 classes (``webvision``), or mini-WebVision, the
+    first 50 classes of the Google images (``webvision_mini``); ImageNet val as the test set
+    with ``data.imagenet_val`` (WebVision's val then the validation split)."""
+    from noisylab.data.image_lists import read_webvision
+
+    imagenet = Path(str(cfg.imagenet_root)).expanduser().absolute() if cfg.get("imagenet_val", True) else None
+    images = read_webvision(data_root(cfg), DATASETS[cfg.name][0], cfg.name == "webvision",
+                            str(cfg.get("val_folder", "val_images_256")), imagenet)
+    return _image_source(cfg, images)
+
+
+def food101n(cfg) -> Source:
+    from noisylab.data.image_lists import read_food101n
+
+    return _image_source(cfg, read_food101n(data_root(cfg), Path(str(cfg.food101_root)).expanduser().absolute()))
+
+
+def animal10n(cfg) -> Source:
+    from noisylab.data.image_lists import read_animal10n
+
+    return _image_source(cfg, read_animal10n(data_root(cfg)))
+
+
+def folder(cfg) -> Source:
+    from noisylab.data.image_lists import read_folder
+
+    if not cfg.get("root"):
+        raise ConfigError("data=folder needs data.root, the folder of class folders (<root>/<class>/<image>).")
+    return _image_source(cfg, read_folder(data_root(cfg)))
+
+
+def table(cfg) -> Source:
+    from noisylab.data.image_lists import read_table
+
+    if not cfg.get("file"):
+        raise ConfigError("data=table needs data.file, the CSV/TSV of path,label[,split][,clean_label].")
+    root = data_root(cfg) if cfg.get("root") else None
+    return _image_source(cfg, read_table(Path(str(cfg.file)).expanduser().absolute(), root))
+
+
 SOURCES = {
     "digits": digits,
     "mnist1d": mnist1d,
@@ -254,6 +302,12 @@ SOURCES = {
     "clothing1m": clothing1m,
     "toy2d": toy2d,
     "svhn_to_mnist": svhn_to_mnist,
+    "webvision_mini": webvision,
+    "webvision": webvision,
+    "food101n": food101n,
+    "animal10n": animal10n,
+    "folder": folder,
+    "table": table,
 }
 
 

@@ -376,15 +376,16 @@ class LNLMethod(pl.LightningModule):
         self._touched.zero_()
 
     def detection_auc(self) -> torch.Tensor | None:
-        """AUROC of ``clean_score`` against ``y == y_true`` over the training samples whose
-        clean label is known: a diagnostic of noise detection (nothing trains on it)."""
+        """AUROC of ``clean_score`` against whether each training label is right, over the
+        samples where that is known (the datamodule's ``clean_flags``): a diagnostic of noise
+        detection (nothing trains on it)."""
         score = self.clean_score()
-        train = getattr(self.trainer.datamodule, "train", None)
-        if score is None or not isinstance(train, dict):
+        flags = getattr(self.trainer.datamodule, "clean_flags", None)
+        if score is None or flags is None:
             return None
-        y, y_true = train["y"].to(score.device), train["y_true"].to(score.device)
-        known = y_true >= 0
-        clean = (y == y_true)[known]
+        flags = torch.as_tensor(flags(), device=score.device)
+        known = flags >= 0
+        clean = flags[known] == 1
         if bool(clean.all()) or not bool(clean.any()):
             return None  # one class only: AUROC undefined
         return torchmetrics.functional.classification.binary_auroc(score[known].float(), clean.long())
