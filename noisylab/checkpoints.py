@@ -34,7 +34,8 @@ log = logging.getLogger("noisylab")
 LAST = "last.ckpt"
 PARTIAL = ".last.ckpt.partial"
 METRICS_CSV = Path("csv") / "metrics.csv"
-STALE_FILES = ("results.json", "per_sample.npz", "error.txt", str(METRICS_CSV), "csv/hparams.yaml")
+STALE_FILES = ("results.json", "per_sample.npz", "error.txt", str(METRICS_CSV), "csv/hparams.yaml", "suspects.csv",
+               "suspects.png")
 
 
 class LastCheckpoint(Checkpoint):
