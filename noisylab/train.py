@@ -497,6 +497,9 @@ def composition_error(argv: list[str]) -> str | None:
         if unknown:
             return f"{unknown[1]} is not a key of the config; to add a new key write +{argv_value(argv, unknown[1])}."
         head = lines[0].rstrip(".")
+        if re.search(r"mismatched input|extraneous input|no viable alternative|token recognition error", head):
+            head = head.split(" (See ")[0] + " (a value holding '=', spaces, brackets or commas must be quoted: " \
+                "'key=\"a=b\"' in the shell)"
         return f"{head} ({'; '.join(lines[1:])})." if len(lines) > 1 else f"{head}."
     finally:
         GlobalHydra.instance().clear()
