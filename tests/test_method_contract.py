@@ -25,12 +25,13 @@ EXTRA = {"coteaching_plus": ["method.init_epoch=1"], "decoupling": ["method.warm
          "forward": ["method.estimate_epochs=1"], "backward": ["method.estimate_epochs=1"],
          "mslg": ["method.warmup_epochs=1"],
          "joint_opt": ["method.joint_epochs=1", "method.begin=1"], "pencil": ["method.stage1=1", "method.stage2=2"],
-         "dyr_h": ["method.warmup_epochs=1"], "dyr_sh": ["method.warmup_epochs=0", "method.guided_epochs=1"]}
+         "dyr_h": ["method.warmup_epochs=1"], "dyr_sh": ["method.warmup_epochs=0", "method.guided_epochs=1"],
+         "dividemix": ["method.warmup_epochs=1"]}
 
 
 def network_weights(checkpoint_path) -> dict:
     state = torch.load(checkpoint_path, weights_only=False)["state_dict"]
-    return {k: v for k, v in state.items() if k.startswith(("net.", "nets."))}
+    return {k: v for k, v in state.items() if k.startswith(("net.", "nets.", "net1.", "net2."))}
 
 
 def overrides(method, *more):
@@ -126,7 +127,8 @@ def stop_after(epochs: int):
 
 @pytest.mark.parametrize("method,extra", [("coteaching_plus", ["method.init_epoch=1"]),
                                           ("jocor", []), ("ce", ["data.augment=crop_flip", "model=cnn6"]),
-                                          ("forward", ["method.estimate_epochs=2"]), ("l2rw", [])])
+                                          ("forward", ["method.estimate_epochs=2"]), ("l2rw", []),
+                                          ("dividemix", ["method.warmup_epochs=2"]), ("elr", []), ("elr_plus", [])])
 def test_a_run_stopped_inside_a_later_stage_resumes_as_if_never_stopped(make_cfg, one_thread, method, extra):
     base = [*FAST, f"method={method}", *extra, "protocol.epochs=4"]
     if method == "ce":  # augmentation and dropout: the random streams must continue exactly

@@ -206,16 +206,17 @@ class DivideMix(LNLMethod):
         lambda_u = linear_rampup(progress, self.warmup_epochs, self.rampup_epochs, self.lambda_u)
         labelled = co_divide(self.clean_prob[index, 0], self.clean_prob[index, 1], self.p_threshold)
         peer_prob = (self.clean_prob[index, 1], self.clean_prob[index, 0])
-        nets, total, logged = (self.net1, self.net2), 0, {}
+        nets, losses, logged = (self.net1, self.net2), [], {}
         for k, suffix in ((0, ""), (1, "_net2")):
             loss_x, loss_u, penalty = self.semi_supervised_losses(nets[k], nets[1 - k], views, onehot,
                                                                   peer_prob[k], labelled[k])
-            total = total + loss_x + lambda_u * loss_u + self.prior_weight * penalty
-            logged.update({f"train/loss_x{suffix}": loss_x, f"train/loss_u{suffix}": loss_u,
+            losses.append(loss_x + lambda_u * loss_u + self.prior_weight * penalty)
+            logged.update({f"train/loss{suffix}": losses[-1], f"train/loss_x{suffix}": loss_x,
+                           f"train/loss_u{suffix}": loss_u,
                            f"train/labelled_precision{suffix}": self.precision(labelled[k], y, batch["y_true"])})
-        self.step(total)  # loss of network k depends on network k's parameters only
-        self.log_epoch_mean({"train/loss": total, "train/lambda_u": lambda_u, **logged}, len(y))
-        return total
+        self.step(losses[0] + losses[1])  # loss of network k depends on network k's parameters only
+        self.log_epoch_mean({"train/lambda_u": lambda_u, **logged}, len(y))
+        return losses[0]
 
     @staticmethod
     def precision(labelled: torch.Tensor, y: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
