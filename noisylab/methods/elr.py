@@ -8,10 +8,11 @@ Prevents Memorization of Noisy Labels", NeurIPS 2020; official code shengliu66/E
     2. L = CE(f(x), ỹ) + λ · mean_i log(1 − ⟨t_i, p_i⟩);
     β = 0.7, λ = 3 on CIFAR-10; β = 0.9, λ = 7 on CIFAR-100 (config_cifar*.json).
 Protocol ``elr`` (config_cifar10.json): SGD 0.02, momentum 0.9, weight decay 1e-3, batch 128,
-150 epochs, cosine annealing with warm restarts every 10 epochs, crop + flip; CIFAR-100
-(protocol_data/elr_cifar100.yaml): lr ×0.01 at 80 and 120. The paper's network is ResNet-34;
-noisylab has none, so the closest, PreAct ResNet-18 (same basic blocks and CIFAR stem, two
-blocks per stage instead of 3-4-6-3), is the default.
+150 epochs, cosine annealing with warm restarts every 10 epochs, crop + flip; CIFAR-100:
+``protocol=elr_cifar100`` (lr ×0.01 at 80 and 120; named on the command line, as a per-dataset
+file cannot swap the lr plan's kind). The paper's network is ResNet-34; noisylab has none, so
+the closest, PreAct ResNet-18 (same basic blocks and CIFAR stem, two blocks per stage instead
+of 3-4-6-3), is the default.
 
 ``elr_plus`` — two networks f¹, f², each with a weight average (EMA) f̄¹, f̄²; per batch, for
 network k with peer j:
