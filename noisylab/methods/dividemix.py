@@ -33,7 +33,9 @@ loader cycled), then B for a whole epoch with the updated A; here every batch of
 training set is split into its labelled and unlabelled parts by the peer's division and both
 networks take one step on it (each sample is seen once per epoch, labelled or not; the
 per-batch sizes of the two parts vary). The warm-up batch is the protocol's (the code's is
-twice the batch, 128). λ and the permutation come from torch's generator (the code: numpy),
+twice the batch, 128). The network's own no-gradient forwards for the targets run on the
+whole batch (the code: on the labelled and the unlabelled batch apart; it matters only for
+batch-norm statistics). λ and the permutation come from torch's generator (the code: numpy),
 so a resumed run continues exactly. A GMM fit on losses that are all equal gives w = 0.5
 everywhere (the code divides by zero). On data without augmentation (``digits``,
 ``mnist1d``) the two views are identical (the warning says so).

@@ -28,8 +28,9 @@ and ramps λ over 40,000 steps. Test: the mean of both networks' logits (``test/
 Protocol ``elr_plus`` (config_cifar10.json): PreAct ResNet-18, SGD 0.02, momentum 0.9, weight
 decay 5e-4, batch 128, 200 epochs, lr ×0.1 at 150; CIFAR-100: 250 epochs, ×0.1 at 200.
 
-Clean score (both): the target's mass on the observed label, t_i[ỹ_i] (the mean over both
-networks' targets for ELR+): how much the early-learning predictions agree with the label.
+Clean score (both): the target's mass on the observed label, t_i[ỹ_i], at the sample's last
+visit (the mean over both networks' targets for ELR+; ``label_mass``): how much the
+early-learning predictions agree with the label.
 
 Deviations from the official code: the code's cosine restarts fall to eta_min = 0.001, ours to 0
 (the protocol's ``cosine_restarts`` has no floor); ELR+'s code trains f¹ for a whole epoch (its
@@ -106,11 +107,15 @@ class ELRMixin:
         self.beta, self.elr_lambda = float(beta), float(elr_lambda)
         for k in range(buffers):
             self.per_sample_state(f"target{'' if k == 0 else k + 1}", self.num_classes)
+        self.per_sample_state("label_mass")  # t_i[ỹ_i] at the sample's last visit (the mean over the targets)
+
+    def record_label_mass(self, index: torch.Tensor, y: torch.Tensor, *rows: torch.Tensor) -> torch.Tensor:
+        mass = torch.stack([observed_label_mass(r, y) for r in rows]).mean(dim=0)
+        self.label_mass[index] = mass.to(self.label_mass.dtype)
+        return mass
 
     def clean_score(self) -> torch.Tensor:
-        observed = self.trainer.datamodule.train["y"].to(self.target.device)
-        names = [name for name in self._per_sample if name.startswith("target")]
-        return torch.stack([observed_label_mass(getattr(self, name), observed) for name in names]).mean(dim=0)
+        return self.label_mass
 
 
 class ELR(ELRMixin, LNLMethod):
@@ -127,7 +132,7 @@ class ELR(ELRMixin, LNLMethod):
             targets = update_targets(self.target, index, probs, self.beta)
         loss = elr_loss(logits, y, targets, self.elr_lambda)
         self.step(loss)
-        self.log_epoch_mean({"train/loss": loss, "train/target_on_label": observed_label_mass(targets, y).mean()},
+        self.log_epoch_mean({"train/loss": loss, "train/target_on_label": self.record_label_mass(index, y, targets).mean()},
                             len(y))
         return loss
 
@@ -160,11 +165,12 @@ class ELRPlus(ELRMixin, LNLMethod):
         x, y, index = batch["x"], batch["y"], batch["index"]
         onehot = F.one_hot(y, self.num_classes).float()
         ramp = sigmoid_rampup(float(self.updates) + 1, self.lambda_rampup_steps)  # the code's first iteration is 1
-        total, logged = 0, {}
+        total, logged, updated = 0, {}, []
         for k, peer_ema, targets in ((1, self.ema2, self.target), (2, self.ema1, self.target2)):
             with torch.no_grad():
                 peer_probs = peer_ema(x).float().softmax(dim=1)  # the average's own batch statistics (train mode)
                 rows = update_targets(targets, index, peer_probs, self.beta)
+                updated.append(rows)
             lam = float(torch.distributions.Beta(torch.tensor(self.mixup_alpha),
                                                  torch.tensor(self.mixup_alpha)).sample())
             lam = max(lam, 1 - lam)
@@ -177,7 +183,7 @@ class ELRPlus(ELRMixin, LNLMethod):
         self.step(total)  # each network's loss depends on its own parameters only
         self.update_averages()
         self.log_epoch_mean({**logged, "train/lambda_ramp": ramp,
-                             "train/target_on_label": observed_label_mass(self.target[index], y).mean()}, len(y))
+                             "train/target_on_label": self.record_label_mass(index, y, *updated).mean()}, len(y))
         return total
 
     @torch.no_grad()
