@@ -8,11 +8,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from noisylab.methods.dividemix import (DivideMix, co_divide, co_guessed_targets, co_refined_targets,
-                                        gmm_clean_posterior, linear_rampup, mixmatch_losses, nearest_rate_value,
-                                        negative_entropy, normalise_losses)
-from noisylab.methods.elr import (ELRPlus, elr_loss, elr_plus_loss, observed_label_mass, sigmoid_rampup,
-                                  update_targets)
+from noisylab.methods.dividemix import (
+    DivideMix,
+    co_divide,
+    co_guessed_targets,
+    co_refined_targets,
+    gmm_clean_posterior,
+    linear_rampup,
+    mixmatch_losses,
+    nearest_rate_value,
+    negative_entropy,
+    normalise_losses,
+)
+from noisylab.methods.elr import ELRPlus, elr_loss, elr_plus_loss, observed_label_mass, sigmoid_rampup, update_targets
 from noisylab.train import run
 from tests.conftest import tiny_method
 
