@@ -120,6 +120,15 @@ def nearest_rate_value(table, rate: float) -> float:
     return float(min(table, key=lambda row: abs(float(row[0]) - rate))[1])
 
 
+def rate_table(table) -> bool:
+    """``table`` is a non-empty list of [rate, value] pairs of numbers."""
+    try:
+        return len(table) > 0 and all(len(row) == 2 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in row) for row in table)
+    except TypeError:
+        return False
+
+
 class DivideMix(LNLMethod):
     reported = ("ensemble", "net1", "net2")
     raw_batches = True
@@ -135,8 +144,8 @@ class DivideMix(LNLMethod):
         require(int(rampup_epochs) >= 1, "rampup_epochs", rampup_epochs, "be >= 1")
         require(float(prior_weight) >= 0, "prior_weight", prior_weight, "be >= 0")
         require(loss_window is None or int(loss_window) >= 1, "loss_window", loss_window, "be >= 1 or null")
-        require(bool(lambda_u_by_rate) and all(len(row) == 2 for row in lambda_u_by_rate), "lambda_u_by_rate",
-                lambda_u_by_rate, "list [noise rate, lambda_u] pairs")
+        require(rate_table(lambda_u_by_rate), "lambda_u_by_rate", lambda_u_by_rate,
+                "be a list of [noise rate, lambda_u] pairs")
         asymmetric = self.facts.noise_kind in ASYMMETRIC_KINDS
         if lambda_u is None:
             lambda_u = lambda_u_asymmetric if asymmetric else nearest_rate_value(lambda_u_by_rate, self.noise_rate)
@@ -224,7 +233,7 @@ class DivideMix(LNLMethod):
     def precision(labelled: torch.Tensor, y: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
         """Diagnostic: the fraction of the labelled part whose label is clean (NaN if none)."""
         known = labelled & (y_true >= 0)
-        return (y[known] == y_true[known]).float().mean() if bool(known.any()) else torch.tensor(float("nan"))
+        return (y[known] == y_true[known]).float().mean() if bool(known.any()) else y.new_tensor(float("nan"), dtype=torch.float)
 
     def semi_supervised_losses(self, own, peer, views, onehot, clean_prob, labelled):
         """Steps 3-4 for network ``own``: (L_x, L_u, L_reg) on its labelled/unlabelled split."""
