@@ -20,8 +20,9 @@ Test: the mean of both networks' logits (``test/acc``), each network beside it. 
 the mean of both networks' GMM posteriors of the last fit (0.5 before the first).
 
 Protocol ``dividemix`` (the paper's §4.1 and the code): PreAct ResNet-18, SGD 0.02, momentum
-0.9, weight decay 5e-4, batch 64 (each network's labelled and unlabelled batches), 300 epochs,
-lr /10 at 150, warm-up 10 epochs on CIFAR-10, 30 on CIFAR-100, random crop + flip.
+0.9, weight decay 5e-4, batch 128 (the paper's number; the code's 64 labelled + 64 unlabelled
+samples per step, and its warm-up batch), 300 epochs, lr /10 at 150, warm-up 10 epochs on
+CIFAR-10, 30 on CIFAR-100, random crop + flip.
 λ_u by noise rate (the paper's appendix: 0 at sym20, 25 at sym50/80, 50 at sym90 and 0 at
 asym40 on CIFAR-10; 25 at sym20, 150 above on CIFAR-100), looked up in ``lambda_u_by_rate``
 at the nominal rate nearest the run's when ``lambda_u`` is null.
@@ -32,8 +33,7 @@ its labelled set (|L|/64 batches of 64 labelled and 64 unlabelled samples, the u
 loader cycled), then B for a whole epoch with the updated A; here every batch of the
 training set is split into its labelled and unlabelled parts by the peer's division and both
 networks take one step on it (each sample is seen once per epoch, labelled or not; the
-per-batch sizes of the two parts vary). The warm-up batch is the protocol's (the code's is
-twice the batch, 128). The network's own no-gradient forwards for the targets run on the
+per-batch sizes of the two parts vary, 128 in all as the code's 64 + 64). The network's own no-gradient forwards for the targets run on the
 whole batch (the code: on the labelled and the unlabelled batch apart; it matters only for
 batch-norm statistics). λ and the permutation come from torch's generator (the code: numpy),
 so a resumed run continues exactly. A GMM fit on losses that are all equal gives w = 0.5
