@@ -29,12 +29,13 @@ EXTRA = {"coteaching_plus": ["method.init_epoch=1"], "decoupling": ["method.warm
          "cores": ["method.sieve_start=1", "method.beta_warmup=0", "method.beta_ramp=2",
                    "protocol.optimizer.momentum=0.9"],  # (the recipe has no momentum: no optimiser state)
          "pes": ["method.early_epochs=1", "method.refine_epochs=0", "method.head_epochs=0"],
-         "t_revision": ["method.estimate_epochs=1", "method.reweight_epochs=0"]}
+         "t_revision": ["method.estimate_epochs=1", "method.reweight_epochs=0"],
+         "dividemix": ["method.warmup_epochs=1"]}
 
 
 def network_weights(checkpoint_path) -> dict:
     state = torch.load(checkpoint_path, weights_only=False)["state_dict"]
-    return {k: v for k, v in state.items() if k.startswith(("net.", "nets."))}
+    return {k: v for k, v in state.items() if k.startswith(("net.", "nets.", "net1.", "net2."))}
 
 
 def overrides(method, *more):
@@ -136,7 +137,8 @@ def stop_after(epochs: int):
                                           ("pes", ["method.early_epochs=1", "method.refine_epochs=3",
                                                    "method.head_epochs=0"]),
                                           ("cores", ["method.sieve_start=1", "method.beta_warmup=0",
-                                                     "method.beta_ramp=2"])])
+                                                     "method.beta_ramp=2"]),
+                                          ("dividemix", ["method.warmup_epochs=2"]), ("elr", []), ("elr_plus", [])])
 def test_a_run_stopped_inside_a_later_stage_resumes_as_if_never_stopped(make_cfg, one_thread, method, extra):
     base = [*FAST, f"method={method}", *extra, "protocol.epochs=4"]
     if method == "ce":  # augmentation and dropout: the random streams must continue exactly

@@ -37,3 +37,15 @@ def make_pair(build: Callable[[], nn.Module], fused: bool = False) -> nn.Module:
 
         return FusedNetworkPair(build)
     return NetworkPair(build)
+
+
+class MeanOfNetworks(nn.Module):
+    """The mean of several networks' logits (DivideMix's and ELR+'s test-time ensemble). The
+    networks are held in a plain tuple, not registered: their weights stay where they live."""
+
+    def __init__(self, *networks: nn.Module):
+        super().__init__()
+        self.members = tuple(networks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([network(x) for network in self.members]).mean(dim=0)
