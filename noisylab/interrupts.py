@@ -88,7 +88,12 @@ def exit_when_interrupted():
         with stop_on_signals():
             yield
     except Interrupted as stop:
-        print(f"noisylab: stopped by {stop.name} outside a run; nothing to resume.", file=sys.stderr, flush=True)
+        if {"-m", "--multirun"} & set(sys.argv[1:]):  # between the jobs: the later ones never ran
+            sentence = (f"stopped by {stop.name} between the jobs of a multirun; run the same command again with "
+                        "hydra.sweep.dir=<its folder> to finish it (finished jobs are skipped, stopped ones resume).")
+        else:
+            sentence = f"stopped by {stop.name} outside a run; nothing to resume."
+        print(f"noisylab: {sentence}", file=sys.stderr, flush=True)
         sys.exit(stop.exit_status)
 
 
