@@ -151,3 +151,14 @@ def test_hydra_refusals_inside_a_multirun_are_one_sentence_before_any_job(argv, 
 
     found = multirun_error(argv)
     assert (found is None) if sentence is None else found.startswith(sentence)
+
+
+@pytest.mark.parametrize(("argv", "said"), [(["-m", "seed=0,1"], "between the jobs of a multirun; run the same command"),
+                                            (["seed=1"], "outside a run; nothing to resume")])
+def test_a_signal_outside_a_run_says_what_is_left(monkeypatch, capsys, argv, said):
+    from noisylab.interrupts import Interrupted, exit_when_interrupted
+
+    monkeypatch.setattr("sys.argv", ["noisylab", *argv])
+    with pytest.raises(SystemExit) as stopped, exit_when_interrupted():
+        raise Interrupted(signal.SIGTERM)
+    assert stopped.value.code == 143 and said in capsys.readouterr().err
