@@ -271,14 +271,15 @@ def claim_run_dir(output_dir: Path) -> None:
     """Creates the run folder (one sentence when it cannot be) and marks it as this run's."""
     from noisylab.errors import ConfigError
 
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        probe = output_dir / ".noisylab-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise ConfigError(f"the run folder {output_dir} cannot be written ({error.strerror or error}); "
-                          "choose another with hydra.run.dir=<folder>.") from None
+    for folder in (output_dir, output_dir / "checkpoints"):  # the checkpoint too: not a late, misleading error
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            probe = folder / ".noisylab-write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as error:
+            raise ConfigError(f"the run folder {folder} cannot be written ({error.strerror or error}); "
+                              "choose another with hydra.run.dir=<folder>.") from None
     CLAIMED.add(str(output_dir.resolve()))
 
 

@@ -109,6 +109,10 @@ def test_an_impossible_run_folder_is_one_sentence(make_cfg, tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(ConfigError, match="cannot be written"):
         run(make_cfg(*FAST, f"paths.output_dir={tmp_path / 'file' / 'run'}"))
+    (tmp_path / "blocked").mkdir()
+    (tmp_path / "blocked" / "checkpoints").write_text("a file where the checkpoints go")
+    with pytest.raises(ConfigError, match="blocked/checkpoints cannot be written"):
+        run(make_cfg(*FAST, f"paths.output_dir={tmp_path / 'blocked'}"))
     if os.geteuid() != 0:  # root writes anywhere
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)
