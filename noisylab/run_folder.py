@@ -37,8 +37,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from noisylab.checkpoints import LAST
-
 # Keys (and key prefixes) that cannot change the training trajectory.
 FREE_KEYS = (
     "logger", "paths", "callbacks", "ckpt_path", "resume", "optimized_metric", "task_name", "hydra", "sweep",
@@ -49,6 +47,7 @@ FREE_KEYS = (
     "speed.name", "speed.data_on_device",
 )
 START, RESUME, SKIP = "start", "resume", "skip"
+LAST = "last.ckpt"  # noisylab.checkpoints.LAST (not imported: that module imports Lightning)
 
 
 def _free(key: str) -> bool:
@@ -71,10 +70,12 @@ def identity(values: dict) -> dict:
 
 
 def difference(then: dict, now: dict) -> str | None:
-    """The first key whose value differs, as ``key=old`` / ``key=new`` (None: the same)."""
-    for key in sorted(then.keys() | now.keys()):
-        if then.get(key, "<unset>") != now.get(key, "<unset>"):
-            return f"{key}={_shown(then.get(key, '<unset>'))}", f"{key}={_shown(now.get(key, '<unset>'))}"
+    """The first key of both whose value differs, as ``key=old`` / ``key=new`` (None: the
+    same). A key one side lacks is not compared: ``model=auto`` resolves its network later,
+    and the networks' shapes are checked when the checkpoint loads."""
+    for key in sorted(then.keys() & now.keys()):
+        if then[key] != now[key]:
+            return f"{key}={_shown(then[key])}", f"{key}={_shown(now[key])}"
     return None
 
 

@@ -82,8 +82,8 @@ CASES = [  # through the CLI: (overrides, a part of the sentence); {name}: a pat
     (["ckpt_path={dir}/text.ckpt"], "ckpt_path={dir}/text.ckpt is not a readable PyTorch Lightning checkpoint"),
     (["method=coteaching", "ckpt_path={ckpt}"], "ckpt_path={ckpt} is a checkpoint of CrossEntropy "
                                                 "(noisylab.methods.ce.CrossEntropy), not of method=coteaching"),
-    (["method=ce", "protocol.epochs=1", "ckpt_path={ckpt}"], "ckpt_path={ckpt} was saved at epoch 1 (0-based), past "
-                                                             "trainer.max_epochs=1;"),
+    (["method=ce", "protocol.epochs=1", "ckpt_path={ckpt}"], "ckpt_path={ckpt} was trained with protocol.epochs=2, "
+                                                            "but this run has protocol.epochs=1;"),
 ]
 MORE_CASES = [  # the same check_config in-process, to keep the file fast
     (["seed=-1"], "seed must be an integer in [0, 4294967295], got -1."),

@@ -113,6 +113,6 @@ def test_an_overridden_preset_is_named_by_its_rate_and_a_checkpoint_keeps_its_no
                        f"ckpt_path={run}/checkpoints/last.ckpt")
     assert resumed.returncode == 2, resumed.stderr[-2000:]
     assert resumed.stderr.strip().splitlines()[-1].startswith(
-        f"noisylab: error: ckpt_path={run}/checkpoints/last.ckpt was trained on other noisy labels (fingerprint "
-        f"{fingerprint(labels)}) than this run's (")
+        f"noisylab: error: ckpt_path={run}/checkpoints/last.ckpt was trained with noise.seed=0, but this run has "
+        "noise.seed=1")
     assert "Traceback" not in resumed.stderr and not (tmp_path / "resumed" / "results.json").exists()
