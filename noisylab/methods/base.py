@@ -20,7 +20,8 @@ pseudo-code. The base gives it:
 * **evaluation**: ``val/acc`` on the noisy validation split, ``val/clean_acc``
   (diagnostic), the test accuracy of every epoch, ``test/acc_last10``;
 * **the official-code switch** (``quirks=official``): the behaviours a method lists in
-  ``official_quirks`` (and its docstring) are turned on together.
+  ``official_quirks`` (and its docstring) are turned on together; ``quirks=[name, ...]`` turns
+  on the named ones only.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import contextlib
 import logging
 import math
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import pytorch_lightning as pl
@@ -100,7 +101,7 @@ class LNLMethod(pl.LightningModule):
     official_quirks: tuple[str, ...] = ()  # official-code behaviours applied with quirks=official
     fused_optimizers: bool = False     # speed.fused on CUDA (set by noisylab.speed.apply)
 
-    def __init__(self, *, facts, model, protocol, quirks: str = "paper"):
+    def __init__(self, *, facts, model, protocol, quirks: str | Sequence[str] = "paper"):
         super().__init__()
         self.save_hyperparameters(ignore=["settings"])  # every constructor's arguments, then as plain values
         self.save_hyperparameters({key: plain(value) for key, value in self.hparams.items()})  # (loggers, checkpoints)
@@ -127,11 +128,22 @@ class LNLMethod(pl.LightningModule):
         self._flushed_epoch = -1
 
     @classmethod
-    def quirks_for(cls, mode: str) -> frozenset[str]:
-        """The official-code behaviours a run in ``mode`` (``quirks=paper|official``) turns on."""
-        if mode not in QUIRK_MODES:
-            raise ConfigError(f"quirks must be one of {', '.join(QUIRK_MODES)}, got {mode!r}.")
-        return frozenset(cls.official_quirks if mode == "official" else ())
+    def quirks_for(cls, request) -> frozenset[str]:
+        """The official-code behaviours a run turns on: ``quirks=paper`` none, ``official`` every
+        one in ``official_quirks``, or a list of their names (``quirks=[softmax_input]``), so that
+        each one's effect can be measured alone."""
+        if isinstance(request, str):
+            if request not in QUIRK_MODES:
+                raise ConfigError(f"quirks must be one of {', '.join(QUIRK_MODES)} or a list of the method's quirk "
+                                  f"names, got {request!r}.")
+            return frozenset(cls.official_quirks if request == "official" else ())
+        names = [str(name) for name in request]
+        unknown = [name for name in names if name not in cls.official_quirks]
+        if unknown:
+            listed = ", ".join(cls.official_quirks) or "none"
+            raise ConfigError(f"quirk {unknown[0]} is not one of {cls.__name__}'s official-code behaviours; "
+                              f"its quirks are: {listed}.")
+        return frozenset(names)
 
     # ------------------------------------------------------------------ networks
     def build_network(self, num_classes: int | None = None) -> nn.Module:

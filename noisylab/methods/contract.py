@@ -22,8 +22,15 @@ from dataclasses import dataclass, field
 
 from noisylab.errors import ConfigError
 
-# quirks=paper: the paper's algorithm; quirks=official: every official-code behaviour a method lists.
+# quirks=paper: the paper's algorithm; quirks=official: every official-code behaviour a method lists;
+# quirks=[name, ...]: the named ones only.
 QUIRK_MODES = ("paper", "official")
+
+
+def quirk_request(cfg: Mapping) -> str | list[str]:
+    """A run's ``quirks``: a mode's name, or the list of quirk names it asks for."""
+    request = cfg.get("quirks", "paper")
+    return str(request) if isinstance(request, str) else [str(name) for name in request]
 # Arguments the run itself hands to every method: not user settings of ``method.*``.
 RUN_ARGUMENTS = ("facts", "model", "protocol", "quirks", "settings", "self")
 # Keys of a method's config that describe it rather than configure its class (the model and
