@@ -304,6 +304,7 @@ class Method(Open):
     target: str = Field(alias="_target_")
     name: str
     model: str
+    model_settings: dict[str, Any] | None = None  # its published model's settings (used with that model)
     trusted_per_class: Int(ge=0) | None = None  # the trusted set the method's paper used, per class
 
 

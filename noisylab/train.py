@@ -18,7 +18,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from noisylab.errors import NoisyLabError
-from noisylab.methods.contract import quirk_request
+from noisylab.methods.contract import published_model, quirk_request
 from noisylab.noise import noise_name
 
 log = logging.getLogger("noisylab")
@@ -165,6 +165,7 @@ def run(cfg: DictConfig) -> dict:
     plus ``rank``, this process's global rank under DDP."""
     from noisylab.schema import check_config
 
+    published_model(cfg)  # the method's published model settings (L2RW: WRN dropout 0.3)
     check_config(cfg)  # every group's types, ranges and keys, before the heavy imports
     import pytorch_lightning as pl
     from hydra.utils import instantiate

@@ -48,11 +48,17 @@ from noisylab.schema import optimizer_settings
 log = logging.getLogger("noisylab")
 
 
-def build_optimizer(parameters, cfg, fused: bool = False) -> torch.optim.Optimizer:
+def build_optimizer(parameters, cfg, fused: bool = False, decay_weights_only: bool = False) -> torch.optim.Optimizer:
     """The optimiser ``cfg`` names (adam or sgd), its settings checked by ``noisylab.schema``;
-    ``fused``: fused kernels when every parameter is on CUDA (``speed.fused``)."""
+    ``fused``: fused kernels when every parameter is on CUDA (``speed.fused``);
+    ``decay_weights_only``: weight decay on weight matrices and kernels only (parameters of 2 or
+    more dimensions), none on biases and BatchNorm's scales and shifts."""
     settings, parameters = optimizer_settings(cfg), list(parameters)
     kernels = {"fused": True} if fused and parameters and all(p.is_cuda for p in parameters) else {}
+    if decay_weights_only:
+        parameters = [group for group in ({"params": [p for p in parameters if p.dim() > 1]},
+                                          {"params": [p for p in parameters if p.dim() <= 1], "weight_decay": 0.0})
+                      if group["params"]]
     if settings["name"] == "adam":
         return torch.optim.Adam(parameters, lr=settings["lr"], betas=tuple(settings["betas"]),
                                 weight_decay=settings["weight_decay"], **kernels)
@@ -188,7 +194,8 @@ class LNLMethod(pl.LightningModule):
         if stray:
             raise ConfigError(f"parameter {stray[0]} belongs to no declared optimiser (see declare_optimizers).")
         self._optimizer_names = list(declared)
-        return [build_optimizer(params, OmegaConf.create(plain(cfg)), self.fused_optimizers)
+        return [build_optimizer(params, OmegaConf.create(plain(cfg)), self.fused_optimizers,
+                                "decay_weights_only" in self.quirks)
                 for params, cfg in declared.values()]
 
     def _optimizer_index(self, name: str) -> int:
