@@ -69,7 +69,8 @@ def test_truncated_gce_prunes_the_samples_at_or_below_k_on_schedule(monkeypatch)
     assert truncation_weights(cross_entropy, 0.3).tolist() == [1.0, 1.0, 0.0, 1.0]
 
     passes = []
-    monkeypatch.setattr(method, "training_set_pass", lambda net: passes.append(1) or (LOGITS, cross_entropy))
+    monkeypatch.setattr(method, "training_set_pass",
+                        lambda net, augment=False: passes.append(augment) or (LOGITS, cross_entropy))
     monkeypatch.setattr(type(method), "current_epoch", property(lambda self: self._epoch))
     monkeypatch.setattr("noisylab.methods.base.LNLMethod.on_train_epoch_start", lambda self: None)
     pruned_at = []
@@ -80,6 +81,10 @@ def test_truncated_gce_prunes_the_samples_at_or_below_k_on_schedule(monkeypatch)
         if len(passes) > before:
             pruned_at.append(epoch)
     assert pruned_at == [2, 5, 8]
+    assert all(passes)  # on augmented images, as the reference's pass over its training loader
+    from tests.conftest import method_defaults
+
+    assert method_defaults(GeneralizedCrossEntropy)["start_prune"] == 39  # the reference's first pruning: (39 + 1) % 10 == 0
     assert method.weight.tolist() == [1.0, 0.0, 0.0, 0.0] and torch.equal(method.clean_score(), method.weight)
 
 
