@@ -346,7 +346,7 @@ class RunConfig(Group):
     seed: Int(ge=0, le=MAX_SEED)
     ckpt_path: str | None = None
     optimized_metric: str | None = None
-    quirks: Literal[QUIRK_MODES] | list[str] = "paper"  # or the names of single quirks
+    quirks: Annotated[Literal[QUIRK_MODES] | list[str], Field(description="paper, official or a list of quirk names")] = "paper"
     protocol: Protocol
     method: Method
     data: Annotated[Digits | Mnist1d | FileData | Toy2D | SvhnToMnist | Clothing1M, Field(discriminator="name")]
