@@ -38,7 +38,6 @@ from noisylab.errors import ConfigError
 from noisylab.methods.base import LNLMethod
 from noisylab.methods.contract import Stage, require
 
-
 CLIP = 1e-7  # Keras's epsilon: the official code clips p to [CLIP, 1 - CLIP]
 
 
