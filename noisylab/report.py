@@ -577,6 +577,24 @@ def _describe(job: Job, sweep_dir: Path) -> str:
     return f"- {job.folder.relative_to(sweep_dir)}" + (f" ({overrides})" if overrides else "") + f": {why}"
 
 
+def caveats(runs: list[dict], metric: str, with_paper: bool) -> list[str]:
+    """The report's sentences on what its numbers mean: which quirks mode ran beside the
+    papers' numbers, and Co-teaching+'s disagreement-subset diagnostics."""
+    notes = []
+    if with_paper:
+        named = [run.get("quirks", "paper") for run in runs]
+        modes = sorted({mode if isinstance(mode, str) else f"[{','.join(map(str, mode))}]" for mode in named})
+        notes.append(f"Runs' quirks: {', '.join(modes)}. The paper column holds the published numbers, made with each "
+                     "paper's official code: a quirks=paper cell beside it compares the paper's algorithm with the "
+                     "official code's behaviour (docs/reproduction-mnist.md measures the difference).")
+    if any(run.get("method") == "coteaching_plus" for run in runs):
+        notes.append("Co-teaching+'s train/label_precision and train/detection_auc describe the disagreement subset it "
+                     "selects from (where its two networks disagree, mostly noisy), not a clean set as the other "
+                     "methods': they are not comparable with theirs.")
+    return notes
+
+
+
 def report(sweep_dir: str | Path, metric: str = DEFAULT_METRIC, fmt: str = "png", dpi: int = 110) -> str:
     """Builds the table for ``sweep_dir``, writes report.md, report.csv and the curves
     (``report_curves.<fmt>``) there, returns it."""
@@ -623,7 +641,7 @@ def report(sweep_dir: str | Path, metric: str = DEFAULT_METRIC, fmt: str = "png"
     if fixed:
         text += "fixed: " + " ".join(f"{k}={v}" for k, v in fixed.items()) + "\n"
     text += f"\n{title}\n\n" + "\n".join(lines) + "\n"
-    notes = []
+    notes = caveats(runs, metric, with_paper)
     missing = sum(cell["missing"] for cell in cells.values())
     if missing:
         notes.append(f"{missing} run(s) without {metric} left out.")

@@ -340,6 +340,7 @@ class Method(Open):
     target: str = Field(alias="_target_")
     name: str
     model: str
+    model_settings: dict[str, Any] | None = None  # its published model's settings (used with that model)
     trusted_per_class: Int(ge=0) | None = None  # the trusted set the method's paper used, per class
 
 
@@ -382,7 +383,7 @@ class RunConfig(Group):
     ckpt_path: str | None = None
     resume: bool = True
     optimized_metric: str | None = None
-    quirks: Literal[QUIRK_MODES] = "paper"
+    quirks: Annotated[Literal[QUIRK_MODES] | list[str], Field(description="paper, official or a list of quirk names")] = "paper"
     protocol: Protocol
     method: Method
     data: Annotated[Digits | Mnist1d | FileData | Toy2D | SvhnToMnist | FileImageData, Field(discriminator="name")]

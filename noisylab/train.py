@@ -18,6 +18,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from noisylab.errors import NoisyLabError
+from noisylab.methods.contract import published_model, quirk_request
 from noisylab.noise import noise_name
 
 log = logging.getLogger("noisylab")
@@ -49,7 +50,7 @@ def build_datamodule(cfg: DictConfig):
         data = OmegaConf.merge(data, {"augment": protocol.augment})
     if protocol.get("normalize") is False:
         data = OmegaConf.merge(data, {"mean": None, "std": None})
-    if "drop_last" in cls.quirks_for(str(cfg.get("quirks", "paper"))):
+    if "drop_last" in cls.quirks_for(quirk_request(cfg)):
         data = OmegaConf.merge(data, {"drop_last": True})
     trusted = trusted_per_class(cfg, cls)
     return NoisyDataModule(
@@ -109,7 +110,7 @@ def build_method(cfg: DictConfig, datamodule):
         raise NoisyLabError(f"data={cfg.data.name} tests on other classes than it trains on (the target classes "
                             f"{', '.join(facts.target_classes)}), and method={cfg.method.name} has no target head "
                             "for them; use method=soseleto.")
-    return cls(facts=facts, model=cfg.model, protocol=cfg.protocol, quirks=str(cfg.get("quirks", "paper")), **settings)
+    return cls(facts=facts, model=cfg.model, protocol=cfg.protocol, quirks=quirk_request(cfg), **settings)
 
 
 def build_loggers(cfg: DictConfig, resume_from: str | None = None) -> list:
@@ -153,6 +154,7 @@ def run(cfg: DictConfig) -> dict:
     from noisylab import run_folder
     from noisylab.schema import check_config
 
+    published_model(cfg)  # the method's published model settings (L2RW: WRN dropout 0.3)
     check_config(cfg)  # every group's types, ranges and keys, before the heavy imports
     output_dir = Path(cfg.paths.output_dir)
     CLAIMED.discard(str(output_dir.resolve()))  # a new run owns nothing until its checks pass
@@ -219,7 +221,7 @@ def run(cfg: DictConfig) -> dict:
         metrics = {k: to_number(v) for k, v in sorted(metrics.items()) if "acc_epoch" not in k}
         results = {
             "method": cfg.method.name, "data": cfg.data.name, "model": cfg.model.name,
-            "protocol": cfg.protocol.get("name"), "quirks": cfg.get("quirks", "paper"),
+            "protocol": cfg.protocol.get("name"), "quirks": quirk_request(cfg),
             "quirks_applied": sorted(method.quirks),
             "seed": int(cfg.seed), "noise": datamodule.noise_summary, "metrics": metrics,
             "epochs": int(trainer.current_epoch), "wall_time_s": round(time.time() - started, 3),

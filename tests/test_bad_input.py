@@ -76,7 +76,7 @@ CASES = [  # through the CLI: (overrides, a part of the sentence); {name}: a pat
                                                  "(other_classes) but the config asks for symmetric noise at rate 0.5"),
     (["model=mlp", "model.hidden=[0]"], "model.hidden[0] must be an integer >= 1, got 0."),
     (["schedule.tau=2"], "schedule.tau must lie in [0, 1), got 2.0."),
-    (["quirks=official_code"], "quirks must be 'paper' or 'official', got 'official_code'."),
+    (["quirks=official_code"], "quirks must be paper, official or a list of quirk names, got 'official_code'."),
     (["+colour=red"], "colour is not a setting of noisylab's config;"),
     (["ckpt_path={dir}/missing.ckpt"], "ckpt_path={dir}/missing.ckpt does not exist;"),
     (["ckpt_path={dir}/text.ckpt"], "ckpt_path={dir}/text.ckpt is not a readable PyTorch Lightning checkpoint"),

@@ -135,13 +135,13 @@ class FakeTrainer:
         self.current_epoch, self.num_training_batches = current_epoch, num_training_batches
 
 
-def linear_ieg(**settings):
+def linear_ieg(quirks="paper", **settings):
     """IEG on a float64 linear-softmax network (mlp, no hidden layer): 8 features, 3 classes."""
     facts = RunFacts(num_classes=3, input_shape=(8,), train_size=10, max_epochs=10, noise_rate=0.5,
                      noise_kind="symmetric")
     protocol = {"optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4},
                 "lr_schedule": {"name": "cosine_restarts", "first_period": 2, "t_mul": 1.5, "m_mul": 0.9}}
-    method = IEG(facts=facts, model={"name": "mlp", "hidden": []}, protocol=protocol, quirks="paper",
+    method = IEG(facts=facts, model={"name": "mlp", "hidden": []}, protocol=protocol, quirks=quirks,
                  **{**method_defaults(IEG), **settings})
     method.double()
     method._optimizer_names = ["net"]
@@ -205,6 +205,50 @@ def test_one_step_weights_and_relabels_by_the_hand_computed_meta_gradient(monkey
                 + mixup_cross_entropy(mixed_x @ W.T + b, mixed_t, n, 2, 5.0))  # views equal: KL = 0
     assert stepped and stepped[0] is loss
     torch.testing.assert_close(loss.detach(), expected, rtol=1e-6, atol=1e-9)
+
+
+def test_official_pseudo_label_gradient_reaches_the_guess_through_the_look_ahead(monkeypatch):
+    """quirk pseudo_label_gradient: the look-ahead's gradient also flows through the guess
+    g(θ) (the code's raw CE), checked against autograd on θ̂ = θ − lr(μ·buf + ∇θ inner + wd·θ)
+    written out here; and it changes relabel decisions against the constant guess."""
+    torch.manual_seed(0)
+    n, m, lr, mu, wd = 10, 6, 0.1, 0.9, 5e-4
+    g = torch.Generator().manual_seed(3)
+    noisy = {"x": 3 * torch.randn(n, 8, generator=g, dtype=torch.float64), "y": torch.randint(0, 3, (n,), generator=g),
+             "index": torch.arange(n)}
+    trusted = {"x": torch.randn(m, 8, generator=g, dtype=torch.float64), "y": torch.tensor([0, 1, 2, 0, 1, 2]),
+               "index": torch.arange(m)}
+    buffers = [0.3 * torch.randn(3, 8, dtype=torch.float64), 0.3 * torch.randn(3, dtype=torch.float64)]
+    chosen = {}
+    for quirks in ("paper", "official"):
+        method = linear_ieg(quirks=quirks, lookahead={"backend": "higher", "step": "optimizer", "lr": lr,
+                                                      "batchnorm": "batch"})
+        with torch.no_grad():
+            method.net.classifier.weight.copy_(torch.randn(3, 8, generator=torch.Generator().manual_seed(5)))
+        optimizer = torch.optim.SGD(method.net.parameters(), lr=lr, momentum=mu, weight_decay=wd)
+        for p, buffer in zip(method.net.parameters(), buffers):
+            optimizer.state[p]["momentum_buffer"] = buffer.clone()
+        monkeypatch.setattr(type(method), "trainer", property(lambda self, o=optimizer: FakeTrainer(o)))
+        monkeypatch.setattr(method, "view", lambda x, augment=True: x)
+        monkeypatch.setattr(method, "step", lambda loss, name="net": None)
+        monkeypatch.setattr(method, "log_epoch_mean", lambda *a, **k: None)
+        theta = [p.detach().clone() for p in method.net.parameters()]
+        method.training_step({"noisy": noisy, "trusted": trusted}, 0)
+        chosen[quirks] = method.relabel.clone()
+
+    W, b = (t.clone().requires_grad_() for t in theta)
+    w0 = torch.full((n,), 1 / n, dtype=torch.float64, requires_grad=True)
+    lam0 = torch.full((n,), 0.9, dtype=torch.float64, requires_grad=True)
+    z = noisy["x"] @ W.T + b
+    guess = guess_labels([z, z], 0.5)  # a function of θ: not detached
+    inner = (w0 * F.cross_entropy(z, mixed_targets(lam0, F.one_hot(noisy["y"], 3).double(), guess),
+                                  reduction="none")).sum()
+    grads = torch.autograd.grad(inner, [W, b], create_graph=True)
+    W_hat, b_hat = (p - lr * (mu * buf + grad + wd * p) for p, buf, grad in zip((W, b), buffers, grads))
+    probe = F.cross_entropy(trusted["x"] @ W_hat.T + b_hat, trusted["y"])
+    _, grad_lam = torch.autograd.grad(probe, [w0, lam0])
+    assert chosen["official"].tolist() == (grad_lam < 0).double().tolist()
+    assert chosen["official"].tolist() != chosen["paper"].tolist()  # the guess's gradient changes decisions
 
 
 def test_ema_follows_tensorflows_warm_up():

@@ -22,12 +22,17 @@ class FakeTrainer:
         self.optimizers = [optimizer]
 
 
-@pytest.mark.parametrize("gradient,backend", [("lookahead", "higher"), ("lookahead", "func"), ("alignment", "higher")])
-def test_one_step_reweights_by_gradient_agreement(monkeypatch, gradient, backend):
+@pytest.mark.parametrize("gradient,backend,quirks", [("lookahead", "higher", "paper"), ("lookahead", "func", "paper"),
+                                                     ("alignment", "higher", "paper"),
+                                                     ("alignment", "higher", ["clean_cost_decay"])])
+def test_one_step_reweights_by_gradient_agreement(monkeypatch, gradient, backend, quirks):
+    """quirks=[clean_cost_decay]: the official clean cost's decay λW of the weight matrices
+    joins the trusted gradient (λ = 0.05, the protocol's weight decay)."""
     torch.manual_seed(0)
-    method = tiny_method(LearningToReweight, train_size=6, gradient=gradient,
-                         lookahead={"backend": backend, "step": "sgd",
-                                                                      "lr": None, "batchnorm": "batch"})
+    decay = 0.05
+    method = tiny_method(LearningToReweight, train_size=6, gradient=gradient, quirks=quirks,
+                         protocol={"optimizer": {"name": "sgd", "lr": 0.5, "weight_decay": decay}},
+                         lookahead={"backend": backend, "step": "sgd", "lr": None, "batchnorm": "batch"})
     method.net.double()
     optimizer = torch.optim.SGD(method.net.parameters(), lr=0.5)
     method._optimizer_names = ["net"]
@@ -47,10 +52,47 @@ def test_one_step_reweights_by_gradient_agreement(monkeypatch, gradient, backend
     params = list(before.parameters())
     g_trusted = torch.autograd.grad(F.cross_entropy(before(trusted["x"]), trusted["y"]), params)
     losses = F.cross_entropy(before(noisy["x"]), noisy["y"], reduction="none")
-    agreement = torch.stack([sum((a * b).sum() for a, b in zip(
-        torch.autograd.grad(losses[i], params, retain_graph=True), g_trusted)) for i in range(6)])
-    expected = agreement.clamp(min=0) / agreement.clamp(min=0).sum()
+
+    def weights(g_outer):
+        agreement = torch.stack([sum((a * b).sum() for a, b in zip(
+            torch.autograd.grad(losses[i], params, retain_graph=True), g_outer)) for i in range(6)])
+        return agreement.clamp(min=0) / agreement.clamp(min=0).sum()
+
+    expected = weights(g_trusted)
+    if quirks != "paper":
+        plain = expected
+        expected = weights([g + decay * p if p.dim() > 1 else g for g, p in zip(g_trusted, params)])
+        assert (expected - plain).abs().max() > 1e-3  # the decay term changes the weights
     torch.testing.assert_close(method.weight[noisy["index"]].double(), 6 * expected, rtol=1e-5, atol=1e-7)
     assert 0 < (expected > 0).sum() < 6  # some samples are dropped, some kept: a real test of the clip
     torch.testing.assert_close(loss, (expected * losses).sum(), rtol=1e-6, atol=1e-8)  # ε is float32
     assert stepped and stepped[0] is loss
+
+
+def test_official_weight_decay_falls_on_weight_matrices_only():
+    """quirk decay_weights_only: one SGD step on a zero loss shrinks the weight matrices by
+    lr·λ and leaves the biases; without it every parameter shrinks."""
+    from noisylab.methods.base import build_optimizer
+
+    for only in (True, False):
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+        before = [p.detach().clone() for p in net.parameters()]
+        optimizer = build_optimizer(net.parameters(), {"name": "sgd", "lr": 0.5, "momentum": 0.0,
+                                                       "weight_decay": 0.1}, decay_weights_only=only)
+        sum(p.sum() * 0 for p in net.parameters()).backward()
+        optimizer.step()
+        for old, new in zip(before, net.parameters()):
+            shrunk = old.dim() > 1 or not only
+            torch.testing.assert_close(new.detach(), old * (1 - 0.05) if shrunk else old)
+
+
+def test_the_published_model_settings_join_that_model_only(make_cfg):
+    from noisylab.methods.contract import published_model
+
+    for overrides, dropout in ((["model=wrn28_10"], 0.3), (["model=wrn28_10", "+model.dropout=0.0"], 0.0),
+                               (["model=resnet32"], None)):
+        cfg = make_cfg("method=l2rw", "data=digits", *overrides)
+        published_model(cfg)
+        assert cfg.model.get("dropout") == dropout
+    assert tiny_method(LearningToReweight, quirks="official").quirks == {"clean_cost_decay", "decay_weights_only"}

@@ -69,7 +69,8 @@ def test_truncated_gce_prunes_the_samples_at_or_below_k_on_schedule(monkeypatch)
     assert truncation_weights(cross_entropy, 0.3).tolist() == [1.0, 1.0, 0.0, 1.0]
 
     passes = []
-    monkeypatch.setattr(method, "training_set_pass", lambda net: passes.append(1) or (LOGITS, cross_entropy))
+    monkeypatch.setattr(method, "training_set_pass",
+                        lambda net, augment=False: passes.append(augment) or (LOGITS, cross_entropy))
     monkeypatch.setattr(type(method), "current_epoch", property(lambda self: self._epoch))
     monkeypatch.setattr("noisylab.methods.base.LNLMethod.on_train_epoch_start", lambda self: None)
     pruned_at = []
@@ -80,6 +81,10 @@ def test_truncated_gce_prunes_the_samples_at_or_below_k_on_schedule(monkeypatch)
         if len(passes) > before:
             pruned_at.append(epoch)
     assert pruned_at == [2, 5, 8]
+    assert all(passes)  # on augmented images, as the reference's pass over its training loader
+    from tests.conftest import method_defaults
+
+    assert method_defaults(GeneralizedCrossEntropy)["start_prune"] == 39  # the reference's first pruning: (39 + 1) % 10 == 0
     assert method.weight.tolist() == [1.0, 0.0, 0.0, 0.0] and torch.equal(method.clean_score(), method.weight)
 
 
@@ -169,3 +174,22 @@ def test_the_transition_estimate_recovers_a_known_t_from_oracle_probabilities():
     noisy = np.concatenate([clean, anchors]) @ T
     assert np.allclose(estimate_transition(noisy, filter_outlier=False), T, atol=0.02)
     assert np.allclose(estimate_transition(noisy, filter_outlier=True, percentile=97.0), T, atol=0.03)
+
+
+def test_official_probability_clip_bounds_the_backward_loss():
+    """quirk probability_clip: p clamped to [1e-7, 1 - 1e-7] (the Keras code's epsilon), so
+    the backward loss, unbounded below without it, stops at the clipped value."""
+    from noisylab.methods.loss_correction import LossCorrection, backward_loss, forward_loss
+
+    transition = torch.tensor([[0.6, 0.2, 0.2], [0.2, 0.6, 0.2], [0.2, 0.2, 0.6]])
+    inverse = torch.linalg.inv(transition).tolist()  # diagonal 2.5, off-diagonal -0.5
+    logits, y = torch.tensor([[500.0, 0.0, -500.0]]), torch.tensor([0])
+    eps = 1e-7
+    clipped = -(inverse[0][0] * math.log(1 - eps) + inverse[0][1] * math.log(eps) + inverse[0][2] * math.log(eps))
+    assert backward_loss(logits, y, transition, clip=True).item() == pytest.approx(clipped, rel=1e-4)
+    unclipped = -(inverse[0][1] * -500.0 + inverse[0][2] * -1000.0)  # log p = z - 500
+    assert backward_loss(logits, y, transition).item() == pytest.approx(unclipped, rel=1e-4)
+    assert unclipped == pytest.approx(-750) and clipped == pytest.approx(-16.12, abs=0.01)  # the bound: ln(1e-7)
+    assert forward_loss(logits, y, transition, clip=True).item() == pytest.approx(
+        -math.log(0.6 * (1 - eps) + 0.2 * eps + 0.2 * eps), rel=1e-5)
+    assert tiny_method(LossCorrection, quirks="official", direction="backward").quirks == {"probability_clip"}

@@ -49,6 +49,20 @@ def test_the_switch_selects_the_methods_listed_quirks_only():
         tiny_method(CoTeaching, quirks="offical", schedule=SCHEDULE)
 
 
+def test_a_list_of_quirk_names_turns_on_those_alone(make_cfg):
+    only = tiny_method(CoTeachingPlus, quirks=["softmax_input"], schedule=SCHEDULE)
+    assert only.quirks == frozenset({"softmax_input"})
+    from noisylab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="quirk rce_clamp is not one of CoTeachingPlus's official-code behaviours; "
+                                          "its quirks are: skip_first_epoch, drop_last"):
+        tiny_method(CoTeachingPlus, quirks=["softmax_input", "rce_clamp"], schedule=SCHEDULE)
+    cfg = make_cfg("debug=fast", "data=digits", "method=coteaching_plus", "quirks=[double_normalisation,drop_last]")
+    datamodule = build_datamodule(cfg)
+    assert datamodule.data_cfg.drop_last  # the named data-side quirk reaches the loader
+    assert build_method(cfg, datamodule).quirks == frozenset({"double_normalisation", "drop_last"})
+
+
 def test_linspace_schedule_reads_the_official_array_at_the_codes_epoch():
     """With the first epoch skipped, epoch t is the code's epoch t: rate_schedule[t] =
     linspace(0, tau^c, Tk)[t], then tau (tau = 0.5, Tk = 10)."""

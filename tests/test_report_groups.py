@@ -239,3 +239,13 @@ def test_a_real_ck_multirun_then_the_report(tmp_path):
     assert "| 0.5 |" in text and "| 2 |" in text and "| 1 | – | 97.10 | 0 | 1 |" in text
     assert "97.05" in text and "97.41" in text  # the slide's sym20, T_k = 5 cells
     assert "2_sym20_tk5_c1_s0" in text
+
+
+def test_the_report_says_which_quirks_ran_beside_the_papers_numbers_and_what_coteaching_plus_diagnostics_mean():
+    from noisylab.report import caveats
+
+    runs = [{"method": "coteaching", "quirks": "paper"}, {"method": "coteaching_plus", "quirks": ["softmax_input"]}]
+    notes = caveats(runs, "test/acc_last10", with_paper=True)
+    assert notes[0].startswith("Runs' quirks: [softmax_input], paper. The paper column holds the published numbers")
+    assert "disagreement subset" in notes[1]
+    assert caveats(runs[:1], "test/acc_last10", with_paper=False) == []

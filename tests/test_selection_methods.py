@@ -182,6 +182,43 @@ def test_jocor_co_regularisation_reaches_both_networks():
     assert logits1.grad.abs().sum() > 0 and logits2.grad.abs().sum() > 0  # no detach on either side
 
 
+def test_jocor_step_equals_the_official_loss_jocor_retyped():
+    """The official algorithm/loss.py (hongxin001/JoCoR) re-typed: kl_loss_compute(pred, soft)
+    = sum_k KL-div(log_softmax(pred), softmax(soft)), no detach; the joint loss, argsort, the
+    mean over int(remember·B) smallest. Ours (jocor_loss, small_loss_indices, the mean) gives
+    the same loss, the same kept set and the same gradients, on pair-45-like labels."""
+    import torch.nn.functional as F
+
+    def kl_loss_compute(pred, soft_targets):
+        return torch.sum(F.kl_div(F.log_softmax(pred, dim=1), F.softmax(soft_targets, dim=1), reduction="none"), 1)
+
+    def loss_jocor(y_1, y_2, t, forget_rate, co_lambda):
+        loss_pick = (F.cross_entropy(y_1, t, reduction="none") * (1 - co_lambda)
+                     + F.cross_entropy(y_2, t, reduction="none") * (1 - co_lambda)
+                     + co_lambda * kl_loss_compute(y_1, y_2) + co_lambda * kl_loss_compute(y_2, y_1))
+        ind_sorted = torch.argsort(loss_pick.detach())
+        num_remember = int((1 - forget_rate) * len(ind_sorted))
+        return torch.mean(loss_pick[ind_sorted[:num_remember]]), ind_sorted[:num_remember]
+
+    g = torch.Generator().manual_seed(4)
+    base1, base2 = torch.randn(32, 10, generator=g, dtype=torch.float64), torch.randn(32, 10, generator=g, dtype=torch.float64)
+    y_true = torch.randint(0, 10, (32,), generator=g)
+    y = torch.where(torch.rand(32, generator=g) < 0.45, (y_true + 1) % 10, y_true)  # pair-45
+    for co_lambda in (0.1, 0.65, 0.9):
+        official_logits = [base1.clone().requires_grad_(), base2.clone().requires_grad_()]
+        ours_logits = [base1.clone().requires_grad_(), base2.clone().requires_grad_()]
+        official, official_kept = loss_jocor(*official_logits, y, 0.45, co_lambda)
+        joint = jocor_loss(*ours_logits, y, co_lambda)
+        kept = small_loss_indices(joint, 0.45)
+        ours = joint[kept].mean()
+        assert sorted(kept.tolist()) == sorted(official_kept.tolist()) and len(kept) == 17  # int(0.55 * 32)
+        torch.testing.assert_close(ours, official, rtol=1e-12, atol=1e-12)
+        official.backward()
+        ours.backward()
+        for a, b in zip(ours_logits, official_logits):
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-10, atol=1e-12)
+
+
 # ------------------------------------------------------------------------ schedules
 def test_coteaching_schedule_from_config_matches_its_formula():
     schedule = build_schedule(OmegaConf.create({"name": "coteaching", "tau": None, "num_gradual": 10, "exponent": 1}),

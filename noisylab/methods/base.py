@@ -20,7 +20,8 @@ pseudo-code. The base gives it:
 * **evaluation**: ``val/acc`` on the noisy validation split, ``val/clean_acc``
   (diagnostic), the test accuracy of every epoch, ``test/acc_last10``;
 * **the official-code switch** (``quirks=official``): the behaviours a method lists in
-  ``official_quirks`` (and its docstring) are turned on together.
+  ``official_quirks`` (and its docstring) are turned on together; ``quirks=[name, ...]`` turns
+  on the named ones only.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import inspect
 import logging
 import math
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import pytorch_lightning as pl
@@ -48,10 +49,12 @@ from noisylab.schema import optimizer_settings
 log = logging.getLogger("noisylab")
 
 
-def build_optimizer(parameters, cfg, fused: bool = False) -> torch.optim.Optimizer:
+def build_optimizer(parameters, cfg, fused: bool = False, decay_weights_only: bool = False) -> torch.optim.Optimizer:
     """The optimiser of the node ``cfg`` (``_target_`` + ``_partial_``, or the old ``name``),
     its settings checked by ``noisylab.schema``; ``fused``: fused kernels when the optimiser
-    has them and every parameter is on CUDA (``speed.fused``)."""
+    has them and every parameter is on CUDA (``speed.fused``); ``decay_weights_only``: weight
+    decay on weight matrices and kernels only (parameters of 2 or more dimensions), none on
+    biases and BatchNorm's scales and shifts."""
     from hydra.utils import get_class
 
     settings, parameters = optimizer_settings(cfg), list(parameters)
@@ -59,6 +62,10 @@ def build_optimizer(parameters, cfg, fused: bool = False) -> torch.optim.Optimiz
     arguments = {k: tuple(v) if k == "betas" else v for k, v in settings.items() if k not in ("_target_", "_partial_")}
     if fused and parameters and all(p.is_cuda for p in parameters) and "fused" in inspect.signature(cls).parameters:
         arguments["fused"] = True
+    if decay_weights_only:
+        parameters = [group for group in ({"params": [p for p in parameters if p.dim() > 1]},
+                                          {"params": [p for p in parameters if p.dim() <= 1], "weight_decay": 0.0})
+                      if group["params"]]
     return cls(parameters, **arguments)
 
 
@@ -103,7 +110,7 @@ class LNLMethod(pl.LightningModule):
     official_quirks: tuple[str, ...] = ()  # official-code behaviours applied with quirks=official
     fused_optimizers: bool = False     # speed.fused on CUDA (set by noisylab.speed.apply)
 
-    def __init__(self, *, facts, model, protocol, quirks: str = "paper"):
+    def __init__(self, *, facts, model, protocol, quirks: str | Sequence[str] = "paper"):
         super().__init__()
         self.save_hyperparameters(ignore=["settings"])  # every constructor's arguments, then as plain values
         self.save_hyperparameters({key: plain(value) for key, value in self.hparams.items()})  # (loggers, checkpoints)
@@ -130,11 +137,22 @@ class LNLMethod(pl.LightningModule):
         self._flushed_epoch = -1
 
     @classmethod
-    def quirks_for(cls, mode: str) -> frozenset[str]:
-        """The official-code behaviours a run in ``mode`` (``quirks=paper|official``) turns on."""
-        if mode not in QUIRK_MODES:
-            raise ConfigError(f"quirks must be one of {', '.join(QUIRK_MODES)}, got {mode!r}.")
-        return frozenset(cls.official_quirks if mode == "official" else ())
+    def quirks_for(cls, request) -> frozenset[str]:
+        """The official-code behaviours a run turns on: ``quirks=paper`` none, ``official`` every
+        one in ``official_quirks``, or a list of their names (``quirks=[softmax_input]``), so that
+        each one's effect can be measured alone."""
+        if isinstance(request, str):
+            if request not in QUIRK_MODES:
+                raise ConfigError(f"quirks must be one of {', '.join(QUIRK_MODES)} or a list of the method's quirk "
+                                  f"names, got {request!r}.")
+            return frozenset(cls.official_quirks if request == "official" else ())
+        names = [str(name) for name in request]
+        unknown = [name for name in names if name not in cls.official_quirks]
+        if unknown:
+            listed = ", ".join(cls.official_quirks) or "none"
+            raise ConfigError(f"quirk {unknown[0]} is not one of {cls.__name__}'s official-code behaviours; "
+                              f"its quirks are: {listed}.")
+        return frozenset(names)
 
     # ------------------------------------------------------------------ networks
     def build_network(self, num_classes: int | None = None) -> nn.Module:
@@ -179,7 +197,8 @@ class LNLMethod(pl.LightningModule):
         if stray:
             raise ConfigError(f"parameter {stray[0]} belongs to no declared optimiser (see declare_optimizers).")
         self._optimizer_names = list(declared)
-        return [build_optimizer(params, OmegaConf.create(plain(cfg)), self.fused_optimizers)
+        return [build_optimizer(params, OmegaConf.create(plain(cfg)), self.fused_optimizers,
+                                "decay_weights_only" in self.quirks)
                 for params, cfg in declared.values()]
 
     def _optimizer_index(self, name: str) -> int:

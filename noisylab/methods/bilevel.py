@@ -38,12 +38,12 @@ class BilevelMethod(LNLMethod):
         return meta_gradient(self.net, self.optimizer("net"), inner, outer, wrt, self.lookahead)
 
     def alignment_gradient(self, per_sample_loss: Callable[[Forward], torch.Tensor],
-                           outer: Callable[[Forward], torch.Tensor]) -> MetaGradient:
+                           outer: Callable[[Forward], torch.Tensor], outer_decay: float = 0.0) -> MetaGradient:
         """The same for per-sample weights at zero, without a double backward
-        (``lookahead.alignment_gradient``), at the look-ahead's lr (``lookahead.lr`` or the
-        optimiser's current one)."""
+        (``lookahead.alignment_gradient``, ``outer_decay`` its weight decay of the outer loss),
+        at the look-ahead's lr (``lookahead.lr`` or the optimiser's current one)."""
         lr = self.lookahead.lr or self.optimizer("net").param_groups[0]["lr"]
-        return alignment_gradient(self.net, per_sample_loss, outer, lr, self.lookahead.batchnorm)
+        return alignment_gradient(self.net, per_sample_loss, outer, lr, self.lookahead.batchnorm, outer_decay)
 
     def refuse_optimizer_step(self, gradient: str) -> None:
         """For a ``gradient`` setting computed by ``lookahead.alignment_gradient`` (no step, or

@@ -22,13 +22,35 @@ from dataclasses import dataclass, field
 
 from noisylab.errors import ConfigError
 
-# quirks=paper: the paper's algorithm; quirks=official: every official-code behaviour a method lists.
+# quirks=paper: the paper's algorithm; quirks=official: every official-code behaviour a method lists;
+# quirks=[name, ...]: the named ones only.
 QUIRK_MODES = ("paper", "official")
+
+
+def published_model(cfg) -> None:
+    """Puts the method's ``model_settings`` (its published model's settings, e.g. L2RW's
+    WRN-28-10 dropout 0.3) into ``cfg.model`` when the run uses that model, except the keys
+    the run sets itself; the recorded config then shows what ran."""
+    from omegaconf import open_dict
+
+    extra = cfg.method.get("model_settings")
+    if not extra or cfg.model.get("name") != cfg.method.get("model"):
+        return
+    with open_dict(cfg.model):
+        for key, value in extra.items():
+            if key not in cfg.model:
+                cfg.model[key] = value
+
+
+def quirk_request(cfg: Mapping) -> str | list[str]:
+    """A run's ``quirks``: a mode's name, or the list of quirk names it asks for."""
+    request = cfg.get("quirks", "paper")
+    return str(request) if isinstance(request, str) else [str(name) for name in request]
 # Arguments the run itself hands to every method: not user settings of ``method.*``.
 RUN_ARGUMENTS = ("facts", "model", "protocol", "quirks", "settings", "self")
 # Keys of a method's config that describe it rather than configure its class (the model and
 # the trusted set it was published with are requests to the run, not constructor settings).
-DESCRIPTIVE_KEYS = ("_target_", "name", "model", "trusted_per_class")
+DESCRIPTIVE_KEYS = ("_target_", "name", "model", "model_settings", "trusted_per_class")
 
 
 @dataclass(frozen=True)

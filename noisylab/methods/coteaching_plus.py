@@ -14,7 +14,10 @@ from epoch 80 with beta1 0.9 -> 0.1, Tk = 10, no augmentation or normalisation, 
 for CIFAR-10 (0 for MNIST, 5 for CIFAR-100), both networks evaluated separately.
 Stages: ``coteaching`` (the first ``init_epoch`` epochs), then ``disagreement``.
 Clean score: the fraction of selections that kept a sample (in the disagreement stage only
-the disagreeing samples are offered).
+the disagreeing samples are offered). So ``train/detection_auc`` (about 0.6 on MNIST) and
+``train/label_precision`` (3-29% there) describe the disagreement subset, mostly noisy samples,
+not a clean set as the other methods' do: they are not comparable with theirs (the report says
+so under its table).
 
 Deviations, on purpose (the paper's semantics where the code differs); ``quirks=official``
 turns the marked ones back on: logits go into the cross-entropy (the code feeds softmax
@@ -22,7 +25,10 @@ outputs to ``F.cross_entropy``, i.e. CE of softmax(softmax(logits)): quirk
 ``softmax_input``, disagreement stage only, as in the code); the loss is the plain mean over
 the kept samples (the code divides the mean again: quirk ``double_normalisation``); and
 Co-teaching's ``skip_first_epoch``, ``drop_last``, ``linspace_schedule``,
-``dropout_at_eval``. Not reproduced even then: the warm-up counts global steps (the code's
+``dropout_at_eval``. Measured on real MNIST (MLP 784-256-10, sym-50, 200 epochs, seed 0, last-10
+mean; docs/reproduction-mnist.md): the paper mode 86.9% (it peaks at 96.2% near epoch 18, then
+decays), ``quirks=official`` 95.3% (the published 95.8% come from this behaviour), and
+``quirks=[softmax_input]`` alone 94.95%: the softmax input carries the gap. Not reproduced even then: the warm-up counts global steps (the code's
 ``step = epoch * batch_index``) and defaults to 0 steps (code: 5000; set
 ``method.warmup_steps``); without disagreement and past the warm-up no optimizer step is
 taken (the code zeroes the loss but still steps Adam, whose momentum keeps moving the

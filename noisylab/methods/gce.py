@@ -4,11 +4,16 @@ Deep Neural Networks with Noisy Labels", NeurIPS 2018; no official code).
 One network, p_y = softmax f(x) at the observed label:
     L_q = (1 - p_y^q) / q,  q = 0.7   (q -> 0: cross-entropy; q = 1: MAE);
 truncated variant (``truncated=true``): samples whose p_y <= k (k = 0.5) contribute the
-constant L_q(k), i.e. no gradient. It is optimised by alternating: at epoch ``start_prune``
-and every ``prune_every`` epochs after, w_i = 1[p_y(x_i) > k] over the whole training set
-(one pass in eval mode); in between the loss is the batch mean of w_i·L_q(x_i).
+constant L_q(k), i.e. no gradient. It is optimised by alternating: at the start of 0-based
+epoch ``start_prune`` (39: the paper's "40th epoch", when the reference AlanChou/Truncated-Loss
+first prunes, ``(epoch + 1) >= 40 and (epoch + 1) % 10 == 0``) and every ``prune_every`` (10)
+epochs after, w_i = 1[p_y(x_i) > k] over the whole training set (one pass in eval mode over
+the *augmented* training images, as the reference's pass over its training loader); in
+between the loss is the batch mean of w_i·L_q(x_i).
 
 Protocol: the Co-teaching table's (``coteaching``) with the 9-layer CNN, as the other baselines.
+The paper trains on the whole training set; noisylab holds out ``data.val_fraction`` (10% by
+default) as a noisy validation split: ``data.val_fraction=0`` for the paper's setting.
 Clean score (truncated only): the current w_i. Deviations: the weights are computed from the
 current model, where the paper uses the model of the best validation epoch (its reference
 re-implementation uses the best *test* epoch); the constant -L_q(k) shift of the truncated
@@ -57,7 +62,7 @@ class GeneralizedCrossEntropy(LNLMethod):
         super().on_train_epoch_start()
         epoch = self.current_epoch
         if self.truncated and epoch >= self.start_prune and (epoch - self.start_prune) % self.prune_every == 0:
-            _, cross_entropy = self.training_set_pass(self.net)
+            _, cross_entropy = self.training_set_pass(self.net, augment=True)  # as the reference's loader
             self.weight.copy_(truncation_weights(cross_entropy, self.k))
 
     def training_step(self, batch, batch_idx: int):

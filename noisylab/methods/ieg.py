@@ -46,8 +46,12 @@ AutoAugment; the code's second view is AutoAugment); probe batches are shuffled 
 trusted set (the code cycles them unshuffled, class-balanced); the probe loss at θ̂ omits the
 code's weight-decay term wd·‖θ̂‖²/2 (the look-ahead API hands the outer loss a forward only);
 the guessed labels are constants in the look-ahead (the code's raw CE there lets its gradient
-reach them through the look-ahead step, while ``tf.losses`` stops it in the final loss); a
-last, smaller batch is kept (the code drops it).
+reach them through the look-ahead step, while ``tf.losses`` stops it in the final loss;
+``quirks=official``, quirk ``pseudo_label_gradient``, recomputes them inside the look-ahead so
+that it does. Measured on the same states (digits, MLP, sym-50, 5 epochs, 65 steps): it changes
+9% of the relabel decisions per step (13% in the later steps, at most 32%) and the weights by up
+to 15% of the largest weight (4% on average); an earlier audit measured about 14% of the
+decisions and weights changed by up to 45%); a last, smaller batch is kept (the code drops it).
 """
 
 from __future__ import annotations
@@ -139,6 +143,7 @@ def mixup_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, num_probes:
 
 class IEG(BilevelMethod):
     reported = ("ema", "net")
+    official_quirks = ("pseudo_label_gradient",)
     raw_batches = True
 
     def __init__(self, views: int, temperature: float, init_lambda: float, mixup_beta: float, ce_factor: float,
@@ -196,7 +201,11 @@ class IEG(BilevelMethod):
         lam0 = torch.full((size,), self.init_lambda, device=self.device, dtype=pseudo.dtype, requires_grad=True)
 
         def inner(forward):
-            return (w0 * F.cross_entropy(forward(views[0]), mixed_targets(lam0, onehot, pseudo), reduction="none")).sum()
+            # quirk pseudo_label_gradient: the guess recomputed at the look-ahead's θ (the same values),
+            # so the step's gradient also flows through it, as the code's raw CE lets it
+            guess = (guess_labels([forward(v) for v in views], self.temperature)
+                     if "pseudo_label_gradient" in self.quirks else pseudo)
+            return (w0 * F.cross_entropy(forward(views[0]), mixed_targets(lam0, onehot, guess), reduction="none")).sum()
 
         def outer(forward):
             return F.cross_entropy(forward(probe_x), probe_y)

@@ -33,6 +33,12 @@ one-hot label is written into a row as its sample is visited; with ``begin`` bel
 the network is the standard ResNet-32 (``resnet32``), where the code uses a pre-activation
 ResNet-32; inputs are normalised by the dataset's mean and std (the code subtracts the mean
 image); the code's 10% clean validation split is the noisy one here.
+
+Noise: the paper's symmetric noise includes the true class (the code gives r·N images
+``np.random.randint(10)``, so about 0.9·r of the labels end wrong, as Arazo's uniform noise):
+``noise.include_true_class=true``, which its sweep (``+sweep=joint_opt_cifar10``) sets. The
+project's ``noise=symXX`` default flips to another class (Co-teaching's convention): a harder
+noise at the same nominal rate.
 """
 
 from __future__ import annotations

@@ -5,8 +5,11 @@ Each iteration, with per-sample weights ε = 0 on the noisy batch:
 
     θ̂(ε) = θ − lr ∇θ Σ_i ε_i ℓ_i(θ)                   (one look-ahead step)
     w̃_i  = max(−∂/∂ε_i mean_j ℓ^trusted_j(θ̂), 0)       (the trusted loss's meta-gradient)
-    w_i  = w̃_i / Σ_k w̃_k   (all zero when Σ w̃ = 0: the batch is skipped)
+    w_i  = w̃_i / Σ_k w̃_k   (all zero when Σ w̃ = 0)
     θ    ← the optimiser's step on Σ_i w_i ℓ_i(θ)
+
+When every w_i is 0 the loss is 0, but the optimiser still steps: θ moves by its momentum and
+weight decay, as in the official code (whose step adds the decay term to the zero loss).
 
 At ε = 0, θ̂ = θ and the meta-gradient is −lr ⟨∇θ ℓ_i, ∇θ L_trusted⟩: the weight of a sample
 is how well its gradient agrees with the clean data's (tested against this closed form).
@@ -20,8 +23,22 @@ Protocol ``l2rw``: the paper's CIFAR WRN-28-10 configuration (SGD 0.1, momentum 
 decay 2e-4, batch 100, lr ×0.1 at 40k and 50k of 60k iterations — 80, 100 and 120 epochs at
 500 iterations per epoch); trusted set 1,000 clean CIFAR images (100 per class), trusted
 batch = the noisy batch size. Clean score: the weight of each sample at its last visit, ×B
-(1 = an average sample). Deviations: iterations expressed as epochs; the look-ahead uses the
-current learning rate instead of the code's step size 1 (equivalent after normalisation).
+(1 = an average sample). Model: WRN-28-10 with dropout 0.3 between each block's convs, as the
+official ``cifar-wide-resnet-28-10.prototxt`` (``model_settings`` of conf/method/l2rw.yaml,
+applied when the run uses that model; ``model.dropout=0`` turns it off).
+
+Deviations, on purpose; ``quirks=official`` turns the named ones back on:
+* the trusted (clean) loss is the plain mean cross-entropy, the paper's; the official code's
+  clean cost adds its L2 weight decay (λ/2)·Σ‖W‖² over conv kernels and fc weights, whose
+  gradient λW then enters the meta-gradient ⟨∇ℓ_i, ∇L_trusted + λW⟩ (quirk
+  ``clean_cost_decay``, ``gradient: alignment`` only: through the look-ahead the decay of θ
+  does not depend on ε, as in the code's legacy path);
+* the optimiser's weight decay falls on every parameter; the code decays conv kernels and fc
+  weights only, not biases or BatchNorm's scales and shifts (quirk ``decay_weights_only``);
+* iterations expressed as epochs; the look-ahead uses the current learning rate instead of
+  the code's step size 1 (equivalent after normalisation).
+The two quirks' effect on accuracy is not measured (the WRN-28-10 CIFAR recipe needs a GPU);
+on fixed inputs the decay term changes the weights (tests/test_l2rw.py).
 """
 
 from __future__ import annotations
@@ -31,6 +48,7 @@ import torch.nn.functional as F
 
 from noisylab.errors import ConfigError
 from noisylab.methods.bilevel import BilevelMethod, trusted_loss
+from noisylab.schema import optimizer_settings
 
 GRADIENTS = ("alignment", "lookahead")
 
@@ -43,6 +61,8 @@ def normalised_weights(meta_grad: torch.Tensor) -> torch.Tensor:
 
 
 class LearningToReweight(BilevelMethod):
+    official_quirks = ("clean_cost_decay", "decay_weights_only")
+
     def __init__(self, gradient: str, **settings):
         if gradient not in GRADIENTS:
             raise ConfigError(f"method.gradient must be one of {', '.join(GRADIENTS)}, got {gradient!r}.")
@@ -60,7 +80,8 @@ class LearningToReweight(BilevelMethod):
 
         outer = trusted_loss(trusted["x"], trusted["y"])
         if self.gradient == "alignment":
-            meta = self.alignment_gradient(losses, outer)
+            decay = optimizer_settings(self.protocol.optimizer)["weight_decay"] if "clean_cost_decay" in self.quirks else 0.0
+            meta = self.alignment_gradient(losses, outer, decay)
         else:
             eps = torch.zeros(len(noisy["y"]), device=self.device, requires_grad=True)
             meta = self.meta_gradient(lambda forward: (eps * losses(forward)).sum(), outer, [eps])

@@ -110,12 +110,14 @@ def meta_gradient(model: nn.Module, optimizer: torch.optim.Optimizer,
 
 def alignment_gradient(model: nn.Module, per_sample_loss: Callable[[Forward], torch.Tensor],
                        outer: Callable[[Forward], torch.Tensor], lr: float,
-                       batchnorm: str = "batch") -> MetaGradient:
+                       batchnorm: str = "batch", outer_decay: float = 0.0) -> MetaGradient:
     """The look-ahead's meta-gradient for per-sample weights ε *at ε = 0*, where θ̂ = θ and
     it is exactly −lr ⟨∇θ ℓ_i(θ), ∇θ L_out(θ)⟩ (Ren et al.; the official L2RW code computes
     it this way). One backward gives ∇θ L_out, one forward-mode pass (``torch.func.jvp``
     along it) all B inner products: no double backward. ``per_sample_loss(forward)`` returns
-    the B losses ℓ_i. Returns the gradient w.r.t. ε (one tensor) and L_out."""
+    the B losses ℓ_i. ``outer_decay`` adds L2 weight decay (λ/2)·Σ‖W‖² over the weight matrices
+    and kernels (parameters of 2 or more dimensions) to L_out, as the official L2RW code's clean
+    cost. Returns the gradient w.r.t. ε (one tensor) and L_out (without the decay)."""
     from torch.func import functional_call, jvp
 
     _refuse_compiled(model)
@@ -131,6 +133,8 @@ def alignment_gradient(model: nn.Module, per_sample_loss: Callable[[Forward], to
         outer_loss = outer(at(leaves))
         direction = dict(zip(leaves, torch.autograd.grad(outer_loss, list(leaves.values()), allow_unused=True)))
         direction = {n: torch.zeros_like(params[n]) if g is None else g for n, g in direction.items()}
+        if outer_decay:
+            direction = {n: g + outer_decay * params[n] if params[n].dim() > 1 else g for n, g in direction.items()}
         _, tangent = jvp(lambda weights: per_sample_loss(at(weights)), (params,), (direction,))
     return MetaGradient((-float(lr) * tangent.detach(),), outer_loss.detach())
 

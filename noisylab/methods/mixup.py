@@ -13,7 +13,9 @@ decay 1e-4, batch 128, 200 epochs, lr /10 at 100 and 150, crop + flip and normal
 Deviations: the normalisation constants are the dataset's (the code's CIFAR-10 std is
 0.2023/0.1994/0.2010, a known mis-computation; ours 0.2470/0.2435/0.2616); lambda and pi come
 from torch's generator (the code draws lambda with numpy), so they are in the checkpoint's
-random state and a resumed run continues exactly.
+random state and a resumed run continues exactly; the paper trains on all 50,000 CIFAR images,
+noisylab holds out ``data.val_fraction`` (10% by default) as a noisy validation split
+(``data.val_fraction=0`` for the paper's setting, as the Arazo sweeps set).
 """
 
 from __future__ import annotations

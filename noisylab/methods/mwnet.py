@@ -33,6 +33,16 @@ steps at epochs 37 and 39, i.e. iterations 18,130 and 19,110) and its batches ar
 epoch without replacement (the script draws each batch from a freshly shuffled loader); the
 crop pads with zeros (the scripts pad by reflection); both scripts report the largest test
 accuracy seen during training, noisylab the mean of the last 10 epochs.
+
+Slow start, not a defect: V begins as a random function of the loss (PyTorch's default
+initialisation, as the code), increasing or decreasing by the seed's draw, and each of its
+steps is the meta-gradient scaled by the look-ahead lr α_t and V's lr 1e-3, so it turns slowly.
+Measured on ``data=toy2d model.hidden=[2] protocol=soseleto`` (lr 0.01): with seed 2, V starts
+increasing in the loss, so it favours the flipped points (detection AUC 0.003 at epochs 25-50,
+weights 0.51-0.63), then turns (AUC 0.07 at epoch 75, 0.33 at 100, 0.84 at 150, 0.998 from
+200 on); seeds 0 and 1 end their first 20 epochs at AUC 0.997 and 0.66; with the default
+``mwnet_wrn`` recipe (lr 0.1) seed 0 reaches 0.997 within 6 epochs. A short run's AUC reflects
+V's initial draw more than what it learned.
 """
 
 from __future__ import annotations

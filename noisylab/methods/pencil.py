@@ -37,6 +37,12 @@ is visited once per epoch); the gradient for ỹ is taken separately from the ne
 (unaffected by loss scaling); the network is the standard ResNet-32 (``resnet32``), where the
 code uses a pre-activation ResNet-32; the code's 5,000-image clean validation split is the
 noisy one here.
+
+Noise: the paper's symmetric noise includes the true class (the code's ``addnoise_SN.py``
+gives each image, with probability r, ``np.random.randint(0, 10)``: about 0.9·r of the labels
+end wrong, as Arazo's uniform noise): ``noise.include_true_class=true``, which its sweep
+(``+sweep=pencil_cifar10``) sets. The project's ``noise=symXX`` default flips to another class
+(Co-teaching's convention): a harder noise at the same nominal rate.
 """
 
 from __future__ import annotations

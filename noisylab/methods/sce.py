@@ -11,6 +11,9 @@ the same recipe as the other baselines. Deviations: the paper's own networks and
 recipes (8-layer CNN, lr 0.01 with steps at 40 and 80, 120 epochs on CIFAR-10) are not offered
 as a protocol yet. ``quirks=official`` (``rce_clamp``): the code's clamp of the one-hot label
 to [1e-4, 1] makes A = ln(1e-4) = -9.21, not -4, and it clips p to [1e-7, 1] inside the CE.
+The paper trains on the whole training set (all 50,000 CIFAR images); noisylab holds out
+``data.val_fraction`` (10% by default) as a noisy validation split: ``data.val_fraction=0``
+for the paper's setting.
 """
 
 from __future__ import annotations
