@@ -193,3 +193,13 @@ def test_official_probability_clip_bounds_the_backward_loss():
     assert forward_loss(logits, y, transition, clip=True).item() == pytest.approx(
         -math.log(0.6 * (1 - eps) + 0.2 * eps + 0.2 * eps), rel=1e-5)
     assert tiny_method(LossCorrection, quirks="official", direction="backward").quirks == {"probability_clip"}
+
+
+def test_truncated_gce_says_when_it_pruned_every_sample(make_cfg, one_thread, caplog):
+    """k near 1 on an untrained network: every p_y <= k, every weight 0, and one line says so."""
+    from noisylab.train import run
+
+    with caplog.at_level("WARNING", logger="noisylab"):
+        run(make_cfg("method=gce", "data=digits", "debug=fast", "protocol.epochs=1", "method.truncated=true",
+                     "method.k=0.99", "method.start_prune=0", "method.prune_every=1"))
+    assert "pruned every training sample at epoch 0" in caplog.text

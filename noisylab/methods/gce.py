@@ -24,11 +24,15 @@ CIFAR-10 and 80 on CIFAR-100) are not offered as a protocol yet.
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
 from noisylab.errors import ConfigError
 from noisylab.methods.base import LNLMethod
 from noisylab.methods.contract import require
+
+log = logging.getLogger("noisylab")
 
 
 def lq_loss(logits: torch.Tensor, y: torch.Tensor, q: float) -> torch.Tensor:
@@ -64,6 +68,9 @@ class GeneralizedCrossEntropy(LNLMethod):
         if self.truncated and epoch >= self.start_prune and (epoch - self.start_prune) % self.prune_every == 0:
             _, cross_entropy = self.training_set_pass(self.net, augment=True)  # as the reference's loader
             self.weight.copy_(truncation_weights(cross_entropy, self.k))
+            if not bool(self.weight.any()):  # once per pruning, not per step: say it rather than train on zero
+                log.warning("truncated GCE pruned every training sample at epoch %d (p_y <= k=%g for all): the loss is "
+                            "zero until the next pruning; lower method.k or raise method.start_prune.", epoch, self.k)
 
     def training_step(self, batch, batch_idx: int):
         losses = lq_loss(self.net(batch["x"]), batch["y"], self.q)
