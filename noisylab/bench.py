@@ -53,6 +53,13 @@ def environment(device: str) -> dict:
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
 
+def write_json(path: str | None, result) -> None:
+    """A benchmark's result as JSON at ``path`` (none when ``path`` is empty)."""
+    if path:
+        with open(path, "w") as f:
+            json.dump(result, f, indent=2, default=str)
+
+
 def numbers(tree, prefix: str = "") -> dict[str, float]:
     """Every number of a (nested) result as ``path -> value`` (lists by position)."""
     items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, list) else ()

@@ -13,7 +13,6 @@ the dataset on the device (as the overhead benchmark).
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 
 import pytorch_lightning as pl
@@ -75,6 +74,7 @@ def measure(method: str = "ce", model: str = "cnn9", steps: int = 20, device: st
 
 
 def main(argv=None) -> dict:
+    from noisylab.bench import write_json
     from noisylab.train import quiet_lightning
 
     quiet_lightning()
@@ -90,9 +90,7 @@ def main(argv=None) -> dict:
     print("syncs per step:", result["syncs_per_step"] or "none")
     for row in result["top_host_ops"]:
         print(f"  {row['self_cpu_ms_per_step']:8.3f} ms  x{row['count_per_step']:6.1f}  {row['op']}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+    write_json(args.json, result)
     return result
 
 

@@ -13,7 +13,6 @@ Both multiruns go to a temporary folder. Needs ``pip install -e ".[cluster]"``.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
@@ -61,6 +60,8 @@ def report(result: dict) -> None:
 
 
 def main(argv=None) -> dict:
+    from noisylab.bench import write_json
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-jobs", type=int, default=2, help="jobs at once (default 2)")
     parser.add_argument("--threads-per-job", type=int, default=1, help="torch CPU threads per job (0: default)")
@@ -71,9 +72,7 @@ def main(argv=None) -> dict:
     result = measure(args.overrides or DEFAULT_SWEEP, args.n_jobs, args.threads_per_job or None,
                      args.gpu_memory_fraction)
     report(result)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+    write_json(args.json, result)
     return result
 
 
