@@ -108,6 +108,7 @@ class MultiStep(Group):
 
 class Cosine(Group):
     name: Literal["cosine"]
+    floor: Float(ge=0, lt=1) = 0.0  # the lowest lr as a fraction of the base lr (torch's eta_min / lr)
 
 
 class CosineRestarts(Group):
@@ -115,6 +116,7 @@ class CosineRestarts(Group):
     first_period: Float(gt=0)
     t_mul: Float(gt=0) = 1.0
     m_mul: Float(gt=0) = 1.0
+    floor: Float(ge=0, lt=1) = 0.0  # the lowest lr as a fraction of the base lr (torch's eta_min / lr)
 
 
 class Meta(Group):

@@ -173,3 +173,23 @@ def test_elr_gradient_matches_autograd_of_the_formula():
     # d<t,p>/dz_j = p_j (t_j - <t,p>); d log(1 - s) = -ds / (1 - s); CE gradient p - onehot
     expected = (p - torch.tensor([[1.0, 0, 0]], dtype=torch.float64)) - p * (t - inner) / (1 - inner)
     assert torch.allclose(z.grad, expected)
+
+
+@pytest.mark.parametrize("method,official", [
+    ("elr", lambda opt: torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=10, eta_min=0.001)),
+    ("sop", lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=300, eta_min=0.0002))])
+def test_elr_and_sop_recipes_are_the_official_cosine_plans_down_to_eta_min(make_cfg, method, official):
+    """ELR's and SOP's schedules, epoch by epoch, are their official schedulers stepped once an
+    epoch (ELR/config_cifar10.json: warm restarts, T_0 10, eta_min 1e-3; SOP's
+    config_cifar100.json: cosine over 300 epochs, eta_min 2e-4)."""
+    from noisylab.methods.base import lr_factor
+
+    cfg = make_cfg(f"method={method}")
+    base = float(cfg.protocol.optimizer.lr)
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=base)
+    scheduler = official(optimizer)
+    for epoch in range(cfg.protocol.epochs):
+        assert base * lr_factor(cfg.protocol.lr_schedule, epoch, cfg.protocol.epochs) == pytest.approx(
+            optimizer.param_groups[0]["lr"], rel=1e-9), epoch
+        optimizer.step()
+        scheduler.step()

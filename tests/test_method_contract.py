@@ -138,7 +138,8 @@ def stop_after(epochs: int):
                                                    "method.head_epochs=0"]),
                                           ("cores", ["method.sieve_start=1", "method.beta_warmup=0",
                                                      "method.beta_ramp=2"]),
-                                          ("dividemix", ["method.warmup_epochs=2"]), ("elr", []), ("elr_plus", [])])
+                                          ("dividemix", ["method.warmup_epochs=2"]), ("elr", []), ("elr_plus", []),
+                                          ("sop_plus", []), ("volminnet", []), ("apl", []), ("cdr", [])])
 def test_a_run_stopped_inside_a_later_stage_resumes_as_if_never_stopped(make_cfg, one_thread, method, extra):
     base = [*FAST, f"method={method}", *extra, "protocol.epochs=4"]
     if method == "ce":  # augmentation and dropout: the random streams must continue exactly

@@ -80,14 +80,17 @@ def lr_factor(cfg, epoch: int, max_epochs: int) -> float:
     if name == "multistep":
         return float(cfg.get("gamma", 0.1)) ** sum(epoch >= m for m in cfg.milestones)
     if name == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * epoch / max_epochs))
+        floor = float(cfg.get("floor", 0.0))  # torch's eta_min / lr
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * epoch / max_epochs))
     if name == "cosine_restarts":  # SGDR as tf.train.cosine_decay_restarts (IEG): periods p, p·t_mul, p·t_mul², ...
         t_mul, m_mul = float(cfg.t_mul), float(cfg.m_mul)  # each restart's peak is m_mul × the last one's
         done = epoch / float(cfg.first_period)
         # (+1e-9: at an exact restart boundary the logarithms' rounding would count one restart short)
         restart = math.floor(done) if t_mul == 1 else math.floor(math.log(1 - done * (1 - t_mul)) / math.log(t_mul) + 1e-9)
         before = restart if t_mul == 1 else (1 - t_mul ** restart) / (1 - t_mul)  # periods already completed
-        return m_mul ** restart * 0.5 * (1.0 + math.cos(math.pi * (done - before) / t_mul ** restart))
+        cosine = m_mul ** restart * 0.5 * (1.0 + math.cos(math.pi * (done - before) / t_mul ** restart))
+        floor = float(cfg.get("floor", 0.0))  # tf's alpha; torch's eta_min / lr
+        return floor + (1.0 - floor) * cosine
     raise ConfigError(f"Unknown lr_schedule '{name}'; choose none, linear_decay, multistep, cosine or cosine_restarts.")
 
 

@@ -32,8 +32,7 @@ Clean score (both): the target's mass on the observed label, t_i[ỹ_i], at the 
 visit (the mean over both networks' targets for ELR+; ``label_mass``): how much the
 early-learning predictions agree with the label.
 
-Deviations from the official code: the code's cosine restarts fall to eta_min = 0.001, ours to 0
-(the protocol's ``cosine_restarts`` has no floor); ELR+'s code trains f¹ for a whole epoch (its
+Deviations from the official code: ELR+'s code trains f¹ for a whole epoch (its
 own shuffle) and then f² (targets from the other's weight average, fixed during that epoch);
 here both networks step on the same batch, each reading the peer's current average. The
 averages start as copies of the networks (the code: other random initialisations, which the

@@ -20,11 +20,10 @@ Defaults: CIFAR-10's lr_u = lr_v = 10 (the paper's Table A.1 as noisypy's CIFAR-
 quote it; CIFAR-100: lr_u 1, lr_v 10, the official README's example, in ``conf/method_data/``;
 asymmetric noise: lr_v 100; digits: 1 and 1, a measured CPU setting, not the paper's).
 Protocol ``sop`` (the code's config): PreAct ResNet-18, SGD 0.02, momentum 0.9, weight decay
-5e-4, batch 128, 300 epochs, cosine lr.
+5e-4, batch 128, 300 epochs, cosine lr down to eta_min 2e-4.
 
 Deviations from the official code: SOP+'s second view is a second draw of the data's own
-augmentation (the code: AutoAugment + Cutout on the second view); the cosine plan ends at 0
-(the code: eta_min 2e-4); SOP (without +) is run on that recipe and PreAct ResNet-18, where the
+augmentation (the code: AutoAugment + Cutout on the second view); SOP (without +) is run on that recipe and PreAct ResNet-18, where the
 paper's Table 1 uses ResNet-34 (not offered here).
 """
 
