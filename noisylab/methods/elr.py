@@ -7,6 +7,9 @@ Prevents Memorization of Noisy Labels", NeurIPS 2020; official code shengliu66/E
        gradient; t = 0 before a sample's first visit);
     2. L = CE(f(x), ỹ) + λ · mean_i log(1 − ⟨t_i, p_i⟩);
     β = 0.7, λ = 3 on CIFAR-10; β = 0.9, λ = 7 on CIFAR-100 (config_cifar*.json).
+    On the embedded digits β = 0.97 (``conf/method_data/elr_digits.yaml``, not a paper value):
+    t is updated once per epoch, and an epoch there is 10 steps, not 390, so β = 0.7 remembers
+    ~30 steps and the regulariser follows memorisation (sym80: 40.4% vs 72.0%; docs/methods-grid.md).
 Protocol ``elr`` (config_cifar10.json): SGD 0.02, momentum 0.9, weight decay 1e-3, batch 128,
 150 epochs, cosine annealing with warm restarts every 10 epochs, crop + flip; CIFAR-100:
 ``protocol=elr_cifar100`` (lr ×0.01 at 80 and 120; named on the command line, as a per-dataset
