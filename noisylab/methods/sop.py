@@ -22,6 +22,14 @@ asymmetric noise: lr_v 100; digits: 1 and 1, a measured CPU setting, not the pap
 Protocol ``sop`` (the code's config): PreAct ResNet-18, SGD 0.02, momentum 0.9, weight decay
 5e-4, batch 128, 300 epochs, cosine lr down to eta_min 2e-4.
 
+Which official code: the loss of the code as published with the paper (shengliu66/SOP
+``model/loss.py`` from the first commit, 2022-02-21, to 21a4017, 2022-07-01: ratio_reg · MSE
+with sg(U), U and V clamped at 1 − 1e-4; re-typed beside ours in
+tests/test_official_dividemix_elr_sop.py). Later commits (5851882, 2022-08-14, to the final 9a3fd24,
+2022-09-08) changed it: the MSE has weight 1, its gradient reaches u too, and the clamps are
+at 1; on the test's inputs the loss differs by 99 × the MSE term and u's gradient changes.
+That later loss is not offered: the published numbers predate it.
+
 Deviations from the official code: SOP+'s second view is a second draw of the data's own
 augmentation (the code: AutoAugment + Cutout on the second view); SOP (without +) is run on that recipe and PreAct ResNet-18, where the
 paper's Table 1 uses ResNet-34 (not offered here).
