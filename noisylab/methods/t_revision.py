@@ -25,7 +25,13 @@ stage 1 (2), where the code takes the epochs of best noisy-validation accuracy; 
 the protocol's SGD with momentum 0.9 (the code: no momentum); in stage 3 the network keeps its
 SGD at lr ``revision_lr`` (the code moves network and ΔT together with one Adam at 5e-7), only
 ΔT has Adam; the network is PreAct ResNet-18 (the code: ResNet-18 without padding in its first
-convolution); p is not clipped before the anchor search (as ``method=forward``).
+convolution); p is not clipped before the anchor search (as ``method=forward``). With
+``quirks=official``: ``accumulated_slack`` — the code's ``reweighting_revision_loss`` adds ΔT
+to T inside its loop over the batch (``T = T + correction`` per sample), so the i-th sample of
+a batch is reweighted with T̂ + (i + 1)·ΔT (up to 128·ΔT at batch 128) and ΔT's gradient is
+(B + 1)/2 = 64.5 times larger on average; the same file's ``reweighting_revision_loss_v2``
+(unused by its main.py) adds ΔT once, as here (both re-typed in
+tests/test_official_apl_cores_tmatrix_pes_cdr_idn.py).
 """
 
 from __future__ import annotations
@@ -43,17 +49,27 @@ from noisylab.methods.volminnet import transition_error
 def reweighted_loss(logits: torch.Tensor, y: torch.Tensor, transition: torch.Tensor,
                     weight_gradient: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Steps 2-3: mean_i β_i·CE_i with β_i = p_{y_i} / (T^T p_i)_{y_i}; ``weight_gradient``:
-    β carries a gradient (stage 3), else it is a constant. Returns (loss, β)."""
+    β carries a gradient (stage 3), else it is a constant. ``transition`` is one C×C matrix or
+    one per sample (B×C×C). Returns (loss, β)."""
     probs = logits.softmax(dim=1)
     clean = probs.gather(1, y[:, None]).squeeze(1)
-    noisy = (probs @ transition).gather(1, y[:, None]).squeeze(1)  # (T^T p)_y
+    noisy_all = torch.einsum("bc,bcd->bd", probs, transition) if transition.dim() == 3 else probs @ transition
+    noisy = noisy_all.gather(1, y[:, None]).squeeze(1)  # (T^T p)_y
     beta = clean / noisy
     if not weight_gradient:
         beta = beta.detach()
     return (beta * F.cross_entropy(logits, y, reduction="none")).mean(), beta
 
 
+def accumulated_transitions(estimate: torch.Tensor, slack: torch.Tensor, batch: int) -> torch.Tensor:
+    """The official loop's T for each sample of a batch: T̂ + (i + 1)·ΔT for the i-th (B×C×C)."""
+    steps = torch.arange(1, batch + 1, dtype=slack.dtype, device=slack.device).view(-1, 1, 1)
+    return estimate + steps * slack
+
+
 class TRevision(LNLMethod):
+    official_quirks = ("accumulated_slack",)
+
     def __init__(self, estimate_epochs: int, reweight_epochs: int, filter_outlier: bool, percentile: float,
                  revision_lr: float, slack_optimizer, **settings):
         super().__init__(**settings)
@@ -98,7 +114,10 @@ class TRevision(LNLMethod):
             self.step(loss)
         else:
             revise = stage == "revise"
-            loss, beta = reweighted_loss(logits, y, self.transition(), weight_gradient=revise)
+            transition = self.transition()
+            if revise and "accumulated_slack" in self.quirks:
+                transition = accumulated_transitions(self.estimated_transition, self.slack, len(y))
+            loss, beta = reweighted_loss(logits, y, transition, weight_gradient=revise)
             self.step(loss, ("net", "slack") if revise else "net")
             parts = {"train/beta": beta.mean()}
         self.log_epoch_mean({"train/loss": loss, **parts}, len(y))
