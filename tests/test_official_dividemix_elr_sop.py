@@ -3,12 +3,22 @@ in their own structure (not imported), beside ours on the same inputs, in float6
 
 Sources (snapshots read with ``fetch``): LiJunnan1992/DivideMix ``Train_cifar.py`` (train,
 eval_train, SemiLoss, linear_rampup, NegEntropy); shengliu66/ELR ``ELR/model/loss.py``
-(elr_loss), ``ELR_plus/model/loss.py`` (elr_plus_loss, update_hist), ``ELR_plus/utils/util.py``
-(sigmoid_rampup), ``ELR_plus/trainer/trainer.py`` (_mixup_data); shengliu66/SOP
-``model/loss.py`` (overparametrization_loss) at the commits named in each test.
+(elr_loss), ``ELR/trainer/trainer.py`` (_train_epoch), ``ELR_plus/model/loss.py``
+(elr_plus_loss, update_hist), ``ELR_plus/utils/util.py`` (sigmoid_rampup),
+``ELR_plus/trainer/trainer.py`` (_train_epoch, _mixup_data, update_ema_variables);
+shengliu66/SOP ``model/loss.py`` (overparametrization_loss) and ``trainer/trainer.py``
+(_train_epoch) at the commits named in each test.
+
+The first tests compare the official functions with ours' pure functions (float64, to 1e-12 or 1e-10);
+the last section calls ours' own steps (DivideMix.semi_supervised_losses and divide,
+ELR.training_step, ELRPlus.training_step and update_averages, SOP.loss and SOPPlus.loss) on
+tiny instances, so the composition (clamps, which average feeds which table, the ramps' step
+counts, the loss window's ring buffer, the views) is checked too.
 """
 
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 import torch
@@ -16,6 +26,8 @@ import torch.nn.functional as F
 from sklearn.mixture import GaussianMixture
 
 from noisylab.methods.dividemix import (
+    DivideMix,
+    co_divide,
     co_guessed_targets,
     co_refined_targets,
     gmm_clean_posterior,
@@ -24,9 +36,10 @@ from noisylab.methods.dividemix import (
     negative_entropy,
     normalise_losses,
 )
-from noisylab.methods.elr import elr_loss, elr_plus_loss, sigmoid_rampup, update_targets
+from noisylab.methods.elr import ELR, ELRPlus, elr_loss, elr_plus_loss, sigmoid_rampup, update_targets
 from noisylab.methods.joint_opt import uniform_prior_kl
-from noisylab.methods.sop import sop_loss
+from noisylab.methods.sop import SOP, SOPPlus, sop_loss
+from tests.conftest import tiny_method
 
 D = torch.float64
 
@@ -148,8 +161,8 @@ def test_dividemix_confidence_penalty_equals_the_official_negentropy():
 class OfficialELRLoss:
     """ELR/model/loss.py::elr_loss, re-typed (the config's λ passed in)."""
 
-    def __init__(self, num_examp, num_classes, beta, lam):
-        self.target = torch.zeros(num_examp, num_classes, dtype=D)
+    def __init__(self, num_examp, num_classes, beta, lam, dtype=D):
+        self.target = torch.zeros(num_examp, num_classes, dtype=dtype)
         self.beta, self.lam = beta, lam
 
     def __call__(self, index, output, label):
@@ -324,3 +337,325 @@ def test_sop_differs_from_the_repository_s_final_loss_by_a_documented_amount():
     assert abs(float(ours - final) - 99 * float(parts["train/loss_mse"])) < 0.05 * float(ours - final)
     # u's gradient: ours from the CE term alone, the final code's also from the MSE
     assert not torch.allclose(ours_grad_u, final_grad_u)
+
+
+# ------------------------------------------------------- the same, through ours' own steps
+def draws(seed, *sizes, alpha):
+    """The (λ', permutation) pairs ours draws from torch's global generator after
+    ``torch.manual_seed(seed)``: Beta(α, α), max(λ, 1 − λ), then randperm, once per size."""
+    torch.manual_seed(seed)
+    out = []
+    for size in sizes:
+        lam = float(torch.distributions.Beta(torch.tensor(alpha), torch.tensor(alpha)).sample())
+        out.append((max(lam, 1 - lam), torch.randperm(size)))
+    return out
+
+
+def test_dividemix_semi_supervised_losses_equal_the_official_train_on_an_uneven_split():
+    """LiJunnan1992/DivideMix Train_cifar.py::train (one batch of net; net2 in eval mode) and
+    SemiLoss, linear_rampup, re-typed, beside ours' own DivideMix.semi_supervised_losses (the
+    method, called with a stand-in ``self`` holding T and α) on a batch the peer's posterior
+    splits 5 labelled / 9 unlabelled (the code's labelled and unlabelled batches are the two
+    parts, in batch order). The peer has batch norm with fixed running statistics: the code
+    forwards it in eval mode, so must ours. Same λ' and permutation (ours' torch draws, fed to
+    the official); equal co-refined/co-guessed targets (through Lx, Lu), Lx, Lu, the prior
+    penalty, L = Lx + λ_u(t)·Lu + L_reg and its gradient w.r.t. net's parameters; net2 gets
+    none. (The own network is linear: its train-mode forwards on the whole batch, ours, and on
+    each part, the code's, differ only through batch norm: a documented deviation.)"""
+    g = torch.Generator().manual_seed(8)
+    n, c, dim, T, alpha, lambda_u, warm_up = 14, 10, 5, 0.5, 4.0, 25.0, 10
+    views = (torch.randn(n, dim, generator=g, dtype=D), torch.randn(n, dim, generator=g, dtype=D))
+    y = torch.randint(0, c, (n,), generator=g)
+    w = torch.rand(n, generator=g, dtype=D)
+    labelled = torch.zeros(n, dtype=torch.bool)
+    labelled[torch.tensor([1, 4, 5, 9, 12])] = True
+    net = torch.nn.Linear(dim, c).to(D)
+    net2 = torch.nn.Sequential(torch.nn.Linear(dim, c), torch.nn.BatchNorm1d(c)).to(D)
+    net2[1].running_mean.copy_(torch.randn(c, generator=g, dtype=D))
+    net2[1].running_var.copy_(torch.rand(c, generator=g, dtype=D) + 0.5)
+    net.train()
+    net2.train()  # ours puts the peer in eval mode for its forwards and back
+    epoch, batch_idx, num_iter = 12, 5, 30
+    [(lam, idx)] = draws(21, 2 * n, alpha=alpha)
+
+    def official():
+        net2.eval()
+        inputs_x, inputs_x2 = views[0][labelled], views[1][labelled]
+        inputs_u, inputs_u2 = views[0][~labelled], views[1][~labelled]
+        batch_size = inputs_x.size(0)
+        labels_x = torch.zeros(batch_size, c, dtype=D).scatter_(1, y[labelled].view(-1, 1), 1)
+        w_x = w[labelled].view(-1, 1)
+        with torch.no_grad():
+            outputs_u11, outputs_u12 = net(inputs_u), net(inputs_u2)
+            outputs_u21, outputs_u22 = net2(inputs_u), net2(inputs_u2)
+            pu = (torch.softmax(outputs_u11, dim=1) + torch.softmax(outputs_u12, dim=1)
+                  + torch.softmax(outputs_u21, dim=1) + torch.softmax(outputs_u22, dim=1)) / 4
+            ptu = pu ** (1 / T)
+            targets_u = (ptu / ptu.sum(dim=1, keepdim=True)).detach()
+            outputs_x, outputs_x2 = net(inputs_x), net(inputs_x2)
+            px = (torch.softmax(outputs_x, dim=1) + torch.softmax(outputs_x2, dim=1)) / 2
+            px = w_x * labels_x + (1 - w_x) * px
+            ptx = px ** (1 / T)
+            targets_x = (ptx / ptx.sum(dim=1, keepdim=True)).detach()
+        all_inputs = torch.cat([inputs_x, inputs_x2, inputs_u, inputs_u2], dim=0)
+        all_targets = torch.cat([targets_x, targets_x, targets_u, targets_u], dim=0)
+        input_a, input_b = all_inputs, all_inputs[idx]
+        target_a, target_b = all_targets, all_targets[idx]
+        mixed_input = lam * input_a + (1 - lam) * input_b
+        mixed_target = lam * target_a + (1 - lam) * target_b
+        logits = net(mixed_input)
+        logits_x, logits_u = logits[:batch_size * 2], logits[batch_size * 2:]
+        probs_u = torch.softmax(logits_u, dim=1)
+        Lx = -torch.mean(torch.sum(F.log_softmax(logits_x, dim=1) * mixed_target[:batch_size * 2], dim=1))
+        Lu = torch.mean((probs_u - mixed_target[batch_size * 2:]) ** 2)
+        current = np.clip((epoch + batch_idx / num_iter - warm_up) / 16, 0.0, 1.0)
+        lamb = lambda_u * float(current)
+        prior = torch.ones(c, dtype=D) / c
+        pred_mean = torch.softmax(logits, dim=1).mean(0)
+        penalty = torch.sum(prior * torch.log(prior / pred_mean))
+        net2.train()
+        return Lx, Lu, penalty, Lx + lamb * Lu + penalty
+
+    theirs = official()
+    torch.manual_seed(21)
+    stand_in = type("StandIn", (), {"temperature": T, "alpha": alpha})()
+    loss_x, loss_u, penalty = DivideMix.semi_supervised_losses(stand_in, net, net2, views, F.one_hot(y, c).to(D),
+                                                               w, labelled)
+    assert net2.training  # handed back in train mode
+    ours = loss_x + linear_rampup(epoch + batch_idx / num_iter, warm_up, 16, lambda_u) * loss_u + 1.0 * penalty
+    for a, b_ in zip((loss_x, loss_u, penalty, ours), theirs):
+        close(a, b_)
+    params = list(net.parameters()) + list(net2.parameters())
+    grads_ours = torch.autograd.grad(ours, params, allow_unused=True)
+    grads_theirs = torch.autograd.grad(theirs[-1], params, allow_unused=True)
+    for a, b_ in zip(grads_ours[:2], grads_theirs[:2]):
+        close(a, b_)
+    assert all(gr is None for gr in grads_ours[2:] + grads_theirs[2:])  # the peer only guesses
+    # without eval mode the peer's guesses (through Lu) would differ
+    assert float(loss_u) > 0 and float(loss_x) > 0
+
+
+def test_dividemix_divide_with_a_loss_window_equals_the_official_eval_train_history():
+    """LiJunnan1992/DivideMix Train_cifar.py::eval_train and its caller, re-typed over seven
+    epochs at r = 0.9: each network's per-sample CE into a float32 vector, min-max normalised,
+    appended to all_loss, history[-5:].mean(0) fed to GaussianMixture(2, max_iter 10, tol 1e-2,
+    reg_covar 5e-4), net1 then net2 each epoch from numpy's global generator; pred = prob > 0.5
+    and net1 trains on pred2 (co-divide). Ours: DivideMix.divide (a tiny instance, loss_window 5,
+    training_set_pass replaced by the same per-sample losses) with its ring buffer of five
+    epochs. Both hold the losses in float32 and ours fits the GMM on them in float64 (the code
+    in float32) and stores w in float32: the posteriors agree to 1e-6 (measured ≤ 1.2e-7), the
+    labelled sets exactly, including after the ring buffer wraps."""
+    n, epochs = 400, 7
+    rng = np.random.default_rng(4)
+    per_epoch = []
+    for e in range(epochs):
+        pair = []
+        for k in range(2):
+            clean = rng.gamma(2.0, 0.2 + 0.01 * e, 240)
+            noisy = rng.gamma(6.0 - 0.3 * e + k, 0.5, 160)
+            pair.append(torch.tensor(np.concatenate([clean, noisy]), dtype=torch.float32))
+        per_epoch.append(pair)
+
+    def eval_train(epoch_losses, all_loss, r):
+        losses = torch.zeros(n)
+        for b in range(n):
+            losses[b] = epoch_losses[b]
+        losses = (losses - losses.min()) / (losses.max() - losses.min())
+        all_loss.append(losses)
+        if r == 0.9:
+            history = torch.stack(all_loss)
+            input_loss = history[-5:].mean(0)
+            input_loss = input_loss.reshape(-1, 1)
+        else:
+            input_loss = losses.reshape(-1, 1)
+        gmm = GaussianMixture(n_components=2, max_iter=10, tol=1e-2, reg_covar=5e-4)
+        gmm.fit(input_loss)
+        prob = gmm.predict_proba(input_loss)
+        prob = prob[:, gmm.means_.argmin()]
+        return prob, all_loss
+
+    np.random.seed(17)
+    all_loss, official = [[], []], []
+    for e in range(epochs):
+        prob1, all_loss[0] = eval_train(per_epoch[e][0], all_loss[0], 0.9)
+        prob2, all_loss[1] = eval_train(per_epoch[e][1], all_loss[1], 0.9)
+        official.append((prob1, prob2))
+
+    method = tiny_method(DivideMix, train_size=n, num_classes=10, loss_window=5)
+    assert tiny_method(DivideMix, train_size=n, num_classes=10).loss_window == 1  # r = 0.5: this epoch's alone
+    queue = iter([losses for pair in per_epoch for losses in pair])
+    method.training_set_pass = lambda network: (None, next(queue))
+    np.random.seed(17)
+    for e in range(epochs):
+        method.divide()
+        prob1, prob2 = official[e]
+        ours1, ours2 = method.clean_prob[:, 0].double().numpy(), method.clean_prob[:, 1].double().numpy()
+        np.testing.assert_allclose(ours1, prob1, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(ours2, prob2, rtol=0, atol=1e-6)
+        labelled_1, labelled_2 = co_divide(method.clean_prob[:, 0], method.clean_prob[:, 1], 0.5)
+        assert (labelled_1.numpy() == (prob2 > 0.5)).all() and (labelled_2.numpy() == (prob1 > 0.5)).all()
+    assert int(method.fits) == epochs
+
+
+def test_elr_training_step_equals_the_official_elr_loss_retyped():
+    """shengliu66/ELR ELR/model/loss.py::elr_loss and ELR/trainer/trainer.py::_train_epoch (the
+    loss on the network's output and the batch's indices), re-typed, beside ours' own
+    ELR.training_step (a tiny instance; its optimiser step replaced by a capture) over three
+    batches with overlapping indices: the same loss, the same gradients w.r.t. the network's
+    parameters, the same target table. In float32: ours computes the target update from
+    logits.float() (for mixed precision), so a float64 network would get float32-precision
+    targets (≈ 1e-8 apart from the code's); in float32 it is the code's arithmetic up to the
+    order of one product ((1 − β)·p / Σp against (1 − β)·(p / Σp): measured ≤ 1.2e-7), to 1e-6."""
+    torch.manual_seed(0)
+    n, c, beta, lam = 20, 10, 0.7, 3.0
+    method = tiny_method(ELR, train_size=n, num_classes=c, beta=beta, elr_lambda=lam)
+    with torch.no_grad():
+        method.net.classifier.weight.mul_(6.0)  # confident outputs: the clamp at 1e-4 is reached
+    captured = []
+    method.step = lambda loss, *args, **kwargs: captured.append(loss)
+    official = OfficialELRLoss(n, c, beta, lam, dtype=torch.float32)
+    params = list(method.net.parameters())
+    g = torch.Generator().manual_seed(3)
+    for index in (torch.arange(0, 8), torch.arange(4, 14), torch.tensor([0, 3, 5, 13, 19])):
+        x = 3 * torch.randn(len(index), 8, generator=g)
+        y = torch.randint(0, c, (len(index),), generator=g)
+        assert bool((method.net(x).softmax(dim=1) < 1e-4).any())
+        ours = method.training_step({"x": x, "y": y, "index": index}, 0)
+        assert captured[-1] is ours
+        grads_ours = torch.autograd.grad(ours, params)
+        theirs = official(index.tolist(), method.net(x), y)
+        close(ours, theirs, 1e-6)
+        for a, b_ in zip(grads_ours, torch.autograd.grad(theirs, params)):
+            close(a, b_, 1e-6)
+        close(method.target, official.target, 1e-6)
+    assert int((method.target.sum(dim=1) > 0).sum()) == 15
+
+
+def test_elr_plus_training_step_equals_the_official_elr_plus_trainer_retyped():
+    """shengliu66/ELR ELR_plus/trainer/trainer.py::_train_epoch, _mixup_data and
+    update_ema_variables, ELR_plus/model/loss.py::elr_plus_loss (forward, update_hist), re-typed,
+    beside ours' own ELRPlus.training_step and update_averages (a tiny instance; the optimiser
+    step replaced by a capture) for two batches, on CIFAR-10's branch (coef_step 0) and
+    CIFAR-100's (100 classes: labels × q; coef_step 5). Per network k: its peer's weight average
+    on the unmixed batch into its pred_hist, the mixup (ours' torch draws fed to the official),
+    the loss at iteration global_step + local_step (1, 2), then the weight average with
+    a = sigmoid_rampup(step + 1, ema_step) · 0.997. The same gradients w.r.t. each network's
+    parameters (net k's from loss k alone), the same tables pred_hist¹ / pred_hist², the same
+    weight averages. The code runs net1's whole epoch before net2's, so net2 reads ema1 after
+    that epoch; here both read the averages before the batch's update (ours' documented order).
+    In float32, ours' arithmetic, the code's (the targets come from .float() softmaxes), to 1e-6."""
+    def official_sigmoid_rampup(current, rampup_length):
+        if rampup_length == 0:
+            return 1.0
+        current = np.clip(current, 0.0, rampup_length)
+        phase = 1.0 - current / rampup_length
+        return float(np.exp(-5.0 * phase * phase))
+
+    class OfficialELRPlusLoss:
+        def __init__(self, num_examp, config, num_classes, beta):
+            self.config, self.beta, self.num_classes = config, beta, num_classes
+            self.pred_hist = torch.zeros(num_examp, num_classes)
+            self.q = 0
+
+        def __call__(self, iteration, output, y_labeled):
+            y_pred = F.softmax(output, dim=1)
+            y_pred = torch.clamp(y_pred, 1e-4, 1.0 - 1e-4)
+            if self.num_classes == 100:
+                y_labeled = y_labeled * self.q
+                y_labeled = y_labeled / y_labeled.sum(dim=1, keepdim=True)
+            ce_loss = torch.mean(-torch.sum(y_labeled * F.log_softmax(output, dim=1), dim=-1))
+            reg = ((1 - (self.q * y_pred).sum(dim=1)).log()).mean()
+            return ce_loss + official_sigmoid_rampup(iteration, self.config["coef_step"]) * (
+                self.config["train_loss"]["args"]["lambda"] * reg)
+
+        def update_hist(self, epoch, out, index=None, mix_index=..., mixup_l=1):
+            y_pred_ = F.softmax(out, dim=1)
+            self.pred_hist[index] = self.beta * self.pred_hist[index] + (1 - self.beta) * y_pred_ / y_pred_.sum(dim=1, keepdim=True)
+            self.q = mixup_l * self.pred_hist[index] + (1 - mixup_l) * self.pred_hist[index][mix_index]
+
+    def update_ema_variables(model, model_ema, global_step, config, alpha_=0.997):
+        alpha = official_sigmoid_rampup(global_step + 1, config["ema_step"]) * alpha_
+        for ema_param, param in zip(model_ema.parameters(), model.parameters()):
+            ema_param.data.mul_(alpha).add_(param.data, alpha=1 - alpha)  # the code's add_(1 - alpha, param.data)
+
+    n, beta, lam, b = 30, 0.7, 3.0, 12
+    for c, coef_step in ((10, 0), (100, 5)):
+        torch.manual_seed(1)
+        config = {"coef_step": coef_step, "ema_step": 4, "num_classes": c, "train_loss": {"args": {"lambda": lam}}}
+        method = tiny_method(ELRPlus, train_size=n, num_classes=c, beta=beta, elr_lambda=lam, mixup_alpha=1.0,
+                             ema_rampup_steps=4, lambda_rampup_steps=coef_step, label_times_target=c == 100)
+        with torch.no_grad():
+            for net in (method.net1, method.net2):  # confident outputs: the clamp at 1e-4 is reached
+                net.classifier.weight.mul_(8.0)
+            for p in list(method.ema1.parameters()) + list(method.ema2.parameters()):
+                p.add_(0.3 * torch.randn_like(p))  # averages unlike their networks (the code: other initialisations)
+        captured = []
+        method.step = lambda loss, *args, captured=captured, **kwargs: captured.append(loss)
+        criteria = [OfficialELRPlusLoss(n, config, c, beta), OfficialELRPlusLoss(n, config, c, beta)]
+        official_emas = [copy.deepcopy(method.ema1), copy.deepcopy(method.ema2)]
+        g = torch.Generator().manual_seed(9)
+        for local_step, index in ((1, torch.arange(0, b)), (2, torch.arange(8, 8 + b))):
+            data_original = torch.randn(b, 8, generator=g)
+            target_original = torch.randint(0, c, (b,), generator=g)
+            mixups = draws(40 + local_step, b, b, alpha=1.0)
+            assert all(bool((net(data_original).softmax(dim=1) < 1e-4).any()) for net in (method.net1, method.net2))
+            peers_before = [copy.deepcopy(e) for e in official_emas]
+            losses = []
+            for k, (model, peer_ema) in enumerate(((method.net1, peers_before[1]), (method.net2, peers_before[0]))):
+                target = torch.zeros(b, c).scatter_(1, target_original.view(-1, 1), 1)
+                mixup_l, mix_index = mixups[k]
+                data = mixup_l * data_original + (1 - mixup_l) * data_original[mix_index, :]
+                target = mixup_l * target + (1 - mixup_l) * target[mix_index, :]
+                output = model(data)
+                output_original = peer_ema(data_original).data.detach()
+                criteria[k].update_hist(0, output_original, index.tolist(), mix_index=mix_index, mixup_l=mixup_l)
+                losses.append(criteria[k](0 + local_step, output, target))
+            torch.manual_seed(40 + local_step)
+            ours = method.training_step({"x": data_original, "y": target_original, "index": index}, 0)
+            assert captured[-1] is ours
+            close(ours, losses[0] + losses[1], 1e-6)
+            for net, loss in ((method.net1, losses[0]), (method.net2, losses[1])):
+                params = list(net.parameters())
+                for a, b_ in zip(torch.autograd.grad(ours, params, retain_graph=True),
+                                 torch.autograd.grad(loss, params)):
+                    close(a, b_, 1e-6)
+            close(method.target, criteria[0].pred_hist, 1e-6)
+            close(method.target2, criteria[1].pred_hist, 1e-6)
+            update_ema_variables(method.net1, official_emas[0], 0 + local_step, config)
+            update_ema_variables(method.net2, official_emas[1], 0 + local_step, config)
+            for ours_ema, their_ema in ((method.ema1, official_emas[0]), (method.ema2, official_emas[1])):
+                for a, b_ in zip(ours_ema.parameters(), their_ema.parameters()):
+                    close(a, b_, 1e-6)
+        assert int(method.updates) == 2
+
+
+def test_sop_and_sop_plus_loss_methods_equal_the_official_train_epoch_retyped():
+    """shengliu66/SOP trainer/trainer.py::_train_epoch and model/loss.py::overparametrization_loss
+    at 21a4017, re-typed: one-hot target, one forward of cat([data, data2]) when
+    ratio_consistency > 0, the loss on (indexs, output, target). Ours: SOP.loss and SOPPlus.loss
+    themselves (tiny instances in float64 with the test's u, v; SOP+'s two views replaced by two
+    fixed tensors): the same loss and gradients w.r.t. the network's parameters, u and v."""
+    u, v, index, y, _ = sop_case()
+    n, c = v.shape
+    g = torch.Generator().manual_seed(12)
+    data, data2 = torch.randn(len(index), 8, generator=g, dtype=D), torch.randn(len(index), 8, generator=g, dtype=D)
+    for cls, settings in ((SOP, {}), (SOPPlus, {"ratio_consistency": 0.9, "ratio_balance": 0.1})):
+        torch.manual_seed(2)
+        method = tiny_method(cls, train_size=n, num_classes=c, ratio_reg=100.0, **settings).double()
+        with torch.no_grad():
+            method.u.copy_(u)
+            method.v.copy_(v)
+            method.net.classifier.weight.mul_(8.0)  # confident outputs: argmax and the clamps matter
+        views = iter([data, data2])
+        method.view = lambda x, views=views: next(views)
+        ours, _ = method.loss({"x": data, "y": y, "index": index})
+        target = torch.zeros(len(y), c, dtype=D).scatter_(1, y.view(-1, 1), 1)
+        data_all = torch.cat([data, data2]) if cls is SOPPlus else data
+        output = method.net(data_all)
+        theirs = official_sop_loss_2022_07(index, output, target, method.u, method.v, 100.0,
+                                           settings.get("ratio_consistency", 0.0),
+                                           settings.get("ratio_balance", 0.0), c)
+        close(ours, theirs, 1e-10)
+        leaves = [*method.net.parameters(), method.u, method.v]
+        for a, b_ in zip(torch.autograd.grad(ours, leaves), torch.autograd.grad(theirs, leaves)):
+            close(a, b_, 1e-10)
