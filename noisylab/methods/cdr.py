@@ -20,7 +20,10 @@ tau from 0 to the noise rate over ``num_gradual`` epochs but overwrites it (``cl
 noise_rate`` on the next line), so tau is constant there as here. With ``quirks=official``:
 ``scaled_gradient`` — the code multiplies the kept gradients by 1 - tau as well;
 ``lr_one_epoch_early`` — the code steps its MultiStepLR before each epoch, so each lr drop
-comes one epoch early (at 39 and 79).
+comes one epoch early (at 39 and 79). Not reproduced: the code's ``train`` runs the network on
+each batch once more before ``train_one_step`` (for its accuracy, in train mode), so BatchNorm's
+running statistics take two updates per step (weight 0.19 per batch at momentum 0.1, not 0.1);
+gradients and steps are unaffected.
 """
 
 from __future__ import annotations

@@ -18,8 +18,9 @@ Protocol ``cores`` (phase1.py): SGD 0.1 without momentum or weight decay, batch 
 epochs, lr x0.1 at epoch 50, crop + flip, normalisation. Deviations: the code's ResNet-34 is
 not offered (the method's model is ``preact_resnet18``); phase 2 (consistency training on the
 sieved set with UDA's augmentations, ``phase2/``) is not implemented: this is CORES² without
-it, the "CORES" rows of the paper. When no sample of a batch passes the sieve the code returns
-1e-8 × the mean loss (a negligible step); here the step is skipped. With labels not held in
+it, the "CORES" rows of the paper. When no sample of a batch passes the sieve, ``loss_cores``
+returns 1e-8 × the mean loss alone instead of its (loss, loss_v) pair, so phase1.py's unpacking
+raises TypeError and the official run stops; here the step is skipped. With labels not held in
 memory (``clothing1m``) pi_0 is uniform. ``quirks=official`` changes nothing.
 """
 

@@ -26,7 +26,8 @@ PreAct ResNet-18 rather than the code's ResNet-18 (CIFAR-100: its ResNet-34); th
 samples are masked inside the noisy batches (the code builds a loader of them, dropping its
 last partial batch); the semi-supervised variant (``PES_semi.py``: MixMatch on the selected
 and the rest, lambda_u) is not implemented. With ``quirks=official``: ``augmented_selection``
-— the code predicts the selection on augmented images; ``stale_optimizer`` — the code's
+— the code predicts the selection on augmented images, the mean softmax of two independently
+augmented views of each (``common/tools.py::predict_softmax``); ``stale_optimizer`` — the code's
 re-initialisation builds new layers the SGD optimiser does not hold, so after step 3 only the
 layers that were not re-initialised are trained.
 """
@@ -65,6 +66,11 @@ def renewed_modules(network: nn.Module, groups: int) -> list[str]:
 def confident_selection(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Step 4: the samples whose prediction is their observed label."""
     return logits.argmax(dim=1) == y
+
+
+def mean_softmax(views: list[torch.Tensor]) -> torch.Tensor:
+    """The mean of the views' softmax outputs (one view: its softmax)."""
+    return torch.stack([logits.softmax(dim=1) for logits in views]).mean(dim=0)
 
 
 def class_weights(y: torch.Tensor, selected: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -130,11 +136,15 @@ class PES(LNLMethod):
         super().on_train_epoch_start()
 
     def select(self) -> None:
-        logits, _ = self.training_set_pass(augment="augmented_selection" in self.quirks)
+        if "augmented_selection" in self.quirks:  # the code: two augmented views, their softmax averaged
+            scores = probs = mean_softmax([self.training_set_pass(augment=True)[0] for _ in range(2)])
+        else:
+            scores, _ = self.training_set_pass()
+            probs = scores.softmax(dim=1)
         y = self.trainer.datamodule.train["y"].to(self.device)
-        selected = confident_selection(logits, y)
+        selected = confident_selection(scores, y)
         self.selected.copy_(selected.float())
-        self.label_probability.copy_(logits.softmax(dim=1).gather(1, y[:, None]).squeeze(1))
+        self.label_probability.copy_(probs.gather(1, y[:, None]).squeeze(1))
         self.weights.copy_(class_weights(y, selected, self.num_classes))
 
     def training_step(self, batch, batch_idx: int):

@@ -25,7 +25,12 @@ stage 1 (2), where the code takes the epochs of best noisy-validation accuracy; 
 the protocol's SGD with momentum 0.9 (the code: no momentum); in stage 3 the network keeps its
 SGD at lr ``revision_lr`` (the code moves network and ΔT together with one Adam at 5e-7), only
 ΔT has Adam; the network is PreAct ResNet-18 (the code: ResNet-18 without padding in its first
-convolution); p is not clipped before the anchor search (as ``method=forward``). With
+convolution); p is not clipped before the anchor search (as ``method=forward``); the anchor
+search works on a copy and normalises T̂'s rows, where the code's ``tools.fit`` zeroes the top
+3% of each column in place (``robust_eta`` is a view), so a later class's anchor can read a
+zeroed entry, and ``tools.norm`` divides column j by row j's sum (``T / row_sum``): the same T̂
+whenever the anchors' rows are intact (they then sum to 1), a different one otherwise (a hand
+case in tests/test_official_apl_cores_tmatrix_pes_cdr_idn.py: entries off by up to 0.95). With
 ``quirks=official``: ``accumulated_slack`` — the code's ``reweighting_revision_loss`` adds ΔT
 to T inside its loop over the batch (``T = T + correction`` per sample), so the i-th sample of
 a batch is reweighted with T̂ + (i + 1)·ΔT (up to 128·ΔT at batch 128) and ΔT's gradient is
