@@ -335,6 +335,18 @@ def test_t_revision_estimate_equals_the_official_fit_and_norm_except_where_its_v
 
 
 # ------------------------------------------------------------------------------ PES
+def official_class_weights(selected_labels, num_classes):
+    """PES_cs.py::update_trainloader's class weights, re-typed: mean(count over the classes
+    present) / count, the inf of an empty class set to 0."""
+    train_nums = np.zeros(num_classes, dtype=int)
+    for item in selected_labels.numpy():
+        train_nums[item] += 1
+    with np.errstate(divide="ignore"):
+        cw = np.mean(train_nums[train_nums != 0]) / train_nums
+        cw[cw == np.inf] = 0
+    return cw
+
+
 def test_pes_selection_and_class_weights_equal_the_official_update_trainloader_retyped():
     """PES_cs.py: splite_confident (prediction == noisy label) and update_trainloader's class
     weights, mean(count over the classes present) / count, 0 for a class with none, fed to
@@ -344,12 +356,7 @@ def test_pes_selection_and_class_weights_equal_the_official_update_trainloader_r
     logits[torch.arange(0, 40, 2), y[::2]] += 3.0  # a third or so predicted as their label
     preds = torch.max(logits.data, 1)[1]
     official_idx = [i for i in range(len(y)) if preds[i] == y[i]]
-    train_nums = np.zeros(5, dtype=int)
-    for item in y[official_idx].numpy():
-        train_nums[item] += 1
-    with np.errstate(divide="ignore"):
-        cw = np.mean(train_nums[train_nums != 0]) / train_nums
-        cw[cw == np.inf] = 0
+    cw = official_class_weights(y[official_idx], 5)
     selected = confident_selection(logits, y)
     assert torch.nonzero(selected).squeeze(1).tolist() == official_idx and len(official_idx) >= 10
     weights = class_weights(y, selected, 5)
@@ -367,12 +374,7 @@ def test_pes_class_weights_with_one_or_no_selected_sample_equal_the_code():
     counts = [7, 1, 0, 2, 30]
     y = torch.cat([torch.full((n,), k) for k, n in enumerate(counts)] + [torch.full((5,), 2)])
     selected = torch.arange(len(y)) < sum(counts)  # class 2's five samples not selected
-    train_nums = np.zeros(5, dtype=int)
-    for item in y[selected].numpy():
-        train_nums[item] += 1
-    with np.errstate(divide="ignore"):
-        cw = np.mean(train_nums[train_nums != 0]) / train_nums
-        cw[cw == np.inf] = 0
+    cw = official_class_weights(y[selected], 5)
     np.testing.assert_allclose(class_weights(y, selected, 5).numpy(), cw, rtol=1e-6)
     assert cw[1] == 10.0 and cw[2] == 0.0
 

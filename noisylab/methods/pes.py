@@ -136,13 +136,10 @@ class PES(LNLMethod):
         super().on_train_epoch_start()
 
     def select(self) -> None:
-        if "augmented_selection" in self.quirks:  # the code: two augmented views, their softmax averaged
-            scores = probs = mean_softmax([self.training_set_pass(augment=True)[0] for _ in range(2)])
-        else:
-            scores, _ = self.training_set_pass()
-            probs = scores.softmax(dim=1)
+        augmented = "augmented_selection" in self.quirks  # the code: two augmented views, their softmax averaged
+        probs = mean_softmax([self.training_set_pass(augment=augmented)[0] for _ in range(2 if augmented else 1)])
         y = self.trainer.datamodule.train["y"].to(self.device)
-        selected = confident_selection(scores, y)
+        selected = confident_selection(probs, y)
         self.selected.copy_(selected.float())
         self.label_probability.copy_(probs.gather(1, y[:, None]).squeeze(1))
         self.weights.copy_(class_weights(y, selected, self.num_classes))

@@ -17,7 +17,7 @@ p(view 2)) and ratio_balance·(−Σ_c (1/C) log mean_i q_ic) (0.9 and 0.1, the 
 values). Clean score: −u_i², the mass the noise term moved onto the given label.
 
 Defaults: CIFAR-10's lr_u = lr_v = 10 (the paper's Table A.1 as noisypy's CIFAR-10 configs
-quote it; CIFAR-100: lr_u 1, lr_v 10, the official README's example, in ``conf/method_data/``;
+quote it; CIFAR-100: lr_u 1, lr_v 10, the official README's example, and ratio_reg 10, its config_cifar100.json, in ``conf/method_data/``;
 asymmetric noise: lr_v 100; digits: 1 and 1, a measured CPU setting, not the paper's).
 Protocol ``sop`` (the code's config): PreAct ResNet-18, SGD 0.02, momentum 0.9, weight decay
 5e-4, batch 128, 300 epochs, cosine lr down to eta_min 2e-4.
