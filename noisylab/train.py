@@ -95,6 +95,19 @@ def build_method(cfg: DictConfig, datamodule):
     """The method's class with its settings (``method.*`` less its name, target and model:
     unknown keys are refused), the run's facts, the model and protocol configs, and, for
     methods that take one, the forget-rate ``schedule``."""
+    cls, settings = method_class(cfg), method_settings(cfg)
+    facts = run_facts(cfg, datamodule)
+    if facts.target_classes and not cls.target_head:
+        raise NoisyLabError(f"data={cfg.data.name} tests on other classes than it trains on (the target classes "
+                            f"{', '.join(facts.target_classes)}), and method={cfg.method.name} has no target head "
+                            "for them; use method=soseleto.")
+    return cls(facts=facts, model=cfg.model, protocol=cfg.protocol, quirks=quirk_request(cfg), **settings)
+
+
+def method_settings(cfg: DictConfig) -> dict:
+    """The method's settings (``method.*`` less its name, target and model, plus the
+    forget-rate ``schedule`` for methods that take one), refused with one sentence if the
+    method does not accept one of them or its type."""
     from noisylab.methods.contract import DESCRIPTIVE_KEYS, accepted_settings, check_settings
 
     cls = method_class(cfg)
@@ -105,12 +118,7 @@ def build_method(cfg: DictConfig, datamodule):
                                 "not method.schedule.")
         settings["schedule"] = cfg.schedule
     check_settings(cfg.method.name, cls, settings)
-    facts = run_facts(cfg, datamodule)
-    if facts.target_classes and not cls.target_head:
-        raise NoisyLabError(f"data={cfg.data.name} tests on other classes than it trains on (the target classes "
-                            f"{', '.join(facts.target_classes)}), and method={cfg.method.name} has no target head "
-                            "for them; use method=soseleto.")
-    return cls(facts=facts, model=cfg.model, protocol=cfg.protocol, quirks=quirk_request(cfg), **settings)
+    return settings
 
 
 def build_loggers(cfg: DictConfig, resume_from: str | None = None) -> list:
@@ -162,6 +170,7 @@ def run(cfg: DictConfig) -> dict:
     decision = run_folder.decide(run_folder.read_state(output_dir), mine, bool(cfg.get("resume", True)),
                                  cfg.get("ckpt_path"))
     if decision.action == run_folder.SKIP:
+        method_settings(cfg)  # a setting the method does not know is refused, not skipped over
         return skipped(output_dir, decision.notice)
     import pytorch_lightning as pl
     from hydra.utils import instantiate
@@ -170,6 +179,7 @@ def run(cfg: DictConfig) -> dict:
     from noisylab.checkpoints import METRICS_CSV, merge_metrics_csv, prepare_run_dir
     from noisylab.interrupts import rank_zero
     from noisylab.results import to_number, write_json_atomic
+    from noisylab.run_log import open_run_logs
 
     started = time.time()
     quiet_lightning()
@@ -187,6 +197,7 @@ def run(cfg: DictConfig) -> dict:
     if rank_zero() and decision.notice:
         log.warning("%s: %s.", output_dir, decision.notice)
     earlier_rows = prepare_run_dir(output_dir, decision.checkpoint) if rank_zero() else []
+    open_run_logs(fresh=decision.replace)
     write_hydra_record(cfg, output_dir)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
     overrides = speed_settings.trainer_overrides(speed, cfg.trainer)

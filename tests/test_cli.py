@@ -131,3 +131,18 @@ def test_the_old_recipe_keys_and_the_protocol_are_in_results(tmp_path):
     assert results["epochs"] == 1 and results["protocol"] == "coteaching" and results["config"]["method"]["fused"]
     assert 0.0 <= results["metrics"]["train/detection_auc"] <= 1.0 and (tmp_path / "run" / "per_sample.npz").is_file()
 
+
+
+def test_a_refused_rerun_leaves_every_file_of_the_finished_run_as_it_was(tmp_path):
+    """Hydra's job log included (noisylab/run_log.py): a refused run appends nothing to it."""
+    done = noisylab(tmp_path, *FAST, "method=ce")
+    assert done.returncode == 0, done.stderr[-2000:]
+    folder = tmp_path / "run"
+    before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    assert "realised rate" in (folder / "train.log").read_text()
+    for bad, sentence in ((["method=gce", "method.q=nan"], "method.q must be a finite number"),
+                          (["method=ce", "method.forget_rate=2"], "method.forget_rate is not a setting")):
+        refused = noisylab(tmp_path, *FAST, *bad)  # the second is the same run but for a typo: not skipped
+        assert refused.returncode == 2 and sentence in refused.stderr, refused.stdout[-500:]
+    after = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file() and not p.name.startswith("error-")}
+    assert after == before

@@ -166,3 +166,21 @@ def test_a_signal_outside_a_run_says_what_is_left(monkeypatch, capsys, argv, sai
     with pytest.raises(SystemExit) as stopped, exit_when_interrupted():
         raise Interrupted(signal.SIGTERM)
     assert stopped.value.code == 143 and said in capsys.readouterr().err
+
+
+def test_the_run_log_is_held_until_the_run_owns_its_folder(tmp_path):
+    import logging
+
+    from noisylab.run_log import HeldFileHandler
+
+    log = tmp_path / "train.log"
+    log.write_text("the earlier run's line\n")
+    handler = HeldFileHandler(str(log))
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    record = logging.LogRecord("noisylab", logging.INFO, __file__, 1, "checking", None, None)
+    handler.handle(record)
+    assert log.read_text() == "the earlier run's line\n"  # nothing written before open()
+    handler.open(fresh=True)  # the earlier run is replaced: so is its log
+    handler.handle(logging.LogRecord("noisylab", logging.INFO, __file__, 2, "training", None, None))
+    handler.close()
+    assert log.read_text() == "checking\ntraining\n"
