@@ -21,7 +21,8 @@ finished           skip (one line;       replace (say so), start
 ``resume=false`` starts afresh and replaces whatever the folder holds. An explicit
 ``ckpt_path=<file>`` resumes from that file (its identity must equal this run's: one sentence
 names the first key that differs, with both values) and replaces the folder's earlier run.
-``ckpt_path=last`` / ``auto`` are the default's behaviour, named. Nothing is removed until
+``ckpt_path=last`` / ``auto`` name the default's resume, but never replace: a folder holding
+another run (or one of unknown settings) is then refused with one sentence. Nothing is removed until
 every check has passed (``noisylab.checkpoints.prepare_run_dir`` runs after the decision).
 
 What may change between a run and its resume, because it cannot change what is trained:
@@ -141,6 +142,12 @@ def decide(state: FolderState, mine: dict, resume: bool = True, ckpt_path: str |
     differs = difference(state.identity, mine) if state.identity is not None else None
     if state.identity is None or differs:
         why = f" ({differs[0]}, this run {differs[1]})" if differs else " (of unknown settings)"
+        if ckpt_path in ("last", "auto"):  # asked to resume, not to replace: the checkpoint stays
+            from noisylab.errors import ConfigError
+
+            raise ConfigError(f"ckpt_path={ckpt_path}: the run folder holds another run{why}; a resume must "
+                              "train what the checkpoint trained (leave out ckpt_path to replace that run, "
+                              "or choose another folder with hydra.run.dir=<folder>).")
         return Decision(START, replace=True,
                         notice=f"the folder held another run{why}: it is replaced by this run")
     if state.kind == "finished":

@@ -35,6 +35,13 @@ TABLE = [
 ]
 
 
+@pytest.mark.parametrize("state", [FolderState("unfinished", OTHER, CKPT, 1), FolderState("finished", OTHER),
+                                   FolderState("unfinished", None, CKPT)])
+def test_a_named_resume_never_replaces_another_run(state):
+    with pytest.raises(ConfigError, match="ckpt_path=last: the run folder holds another run"):
+        decide(state, MINE, True, "last")
+
+
 @pytest.mark.parametrize(("state", "resume", "ckpt_path", "expected"), TABLE)
 def test_the_decision_table(state, resume, ckpt_path, expected):
     decision = decide(state, MINE, resume, ckpt_path)
