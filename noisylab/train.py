@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from noisylab.errors import NoisyLabError
 from noisylab.methods.contract import published_model, quirk_request
@@ -509,7 +509,7 @@ def composition_error(argv: list[str]) -> str | None:
                     "per value, or write [a,b] for a list.")
         unknown = re.match(r"Could not override '([^']+)'", lines[0])
         if unknown:
-            return f"{unknown[1]} is not a key of the config; to add a new key write +{argv_value(argv, unknown[1])}."
+            return unknown_key(unknown[1], argv, composed)
         head = lines[0].rstrip(".")
         if re.search(r"mismatched input|extraneous input|no viable alternative|token recognition error", head):
             head = head.split(" (See ")[0] + " (a value holding '=', spaces, brackets or commas must be quoted: " \
@@ -517,6 +517,30 @@ def composition_error(argv: list[str]) -> str | None:
         return f"{head} ({'; '.join(lines[1:])})." if len(lines) > 1 else f"{head}."
     finally:
         GlobalHydra.instance().clear()
+
+
+def unknown_key(key: str, argv: list[str], composed) -> str:
+    """A key the config lacks: the schema's sentence where ``+key=...`` would be refused too
+    (``data.download`` for a dataset that is never downloaded), else how to add it."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from noisylab.errors import ConfigError
+    from noisylab.schema import check_config
+
+    added = [f"+{arg}" if arg.split("=", 1)[0] == key else arg for arg in argv]
+    try:
+        cfg = composed(added)
+        HydraConfig.instance().set_config(cfg)  # the run folder's interpolations read it
+        with open_dict(cfg):
+            del cfg["hydra"]
+            cfg.paths.output_dir = "."  # Hydra's runtime value: not known outside its run, not judged here
+        check_config(cfg)
+    except ConfigError as error:
+        if str(error).startswith(f"{key} "):
+            return str(error)
+    except Exception:  # noqa: BLE001 - the plain hint below is still true
+        pass
+    return f"{key} is not a key of the config; to add a new key write +{argv_value(argv, key)}."
 
 
 def unwritable_run_dir(cfg) -> str | None:
