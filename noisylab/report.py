@@ -579,7 +579,8 @@ def _describe(job: Job, sweep_dir: Path) -> str:
 
 def caveats(runs: list[dict], metric: str, with_paper: bool) -> list[str]:
     """The report's sentences on what its numbers mean: which quirks mode ran beside the
-    papers' numbers, and Co-teaching+'s disagreement-subset diagnostics."""
+    papers' numbers, stages a run never reached, and Co-teaching+'s disagreement-subset
+    diagnostics."""
     notes = []
     if with_paper:
         named = [run.get("quirks", "paper") for run in runs]
@@ -587,6 +588,11 @@ def caveats(runs: list[dict], metric: str, with_paper: bool) -> list[str]:
         notes.append(f"Runs' quirks: {', '.join(modes)}. The paper column holds the published numbers, made with each "
                      "paper's official code: a quirks=paper cell beside it compares the paper's algorithm with the "
                      "official code's behaviour (docs/reproduction-mnist.md measures the difference).")
+    short = sorted({f"{run.get('method')} ({', '.join(run['stages_not_run'])})" for run in runs
+                    if run.get("stages_not_run")})
+    if short:
+        notes.append(f"Later stages never ran in the epochs given, so these cells are not the method as published: "
+                     f"{'; '.join(short)}.")
     if any(run.get("method") == "coteaching_plus" for run in runs):
         notes.append("Co-teaching+'s train/label_precision and train/detection_auc describe the disagreement subset it "
                      "selects from (where its two networks disagree, mostly noisy), not a clean set as the other "

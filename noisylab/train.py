@@ -234,7 +234,7 @@ def run(cfg: DictConfig) -> dict:
             "method": cfg.method.name, "data": cfg.data.name, "model": cfg.model.name,
             "protocol": cfg.protocol.get("name"), "quirks": quirk_request(cfg),
             "quirks_applied": sorted(method.quirks),
-            "seed": int(cfg.seed), "noise": datamodule.noise_summary, "metrics": metrics,
+            "seed": int(cfg.seed), "noise": datamodule.noise_summary, "metrics": metrics, **method.stage_record(),
             "epochs": int(trainer.current_epoch), "wall_time_s": round(time.time() - started, 3),
             "run_dir": str(output_dir), "noisy_labels": str(noisy_file),
             "resumed_from": resume_from,
@@ -359,6 +359,9 @@ def print_summary(results: dict) -> None:
         + ("n/a" if metrics.get("train/detection_auc") is None else f"{metrics['train/detection_auc']:.3f}"),
         f"run files: {results['run_dir']}",
     ]
+    if results.get("stages_not_run"):  # the record says so too: a method's later stage was never reached
+        lines.insert(1, f"stages {', '.join(s['name'] for s in results['stages'])} only: "
+                        f"{', '.join(results['stages_not_run'])} never ran in {results['epochs']} epochs")
     print("\n".join(lines), flush=True)
 
 

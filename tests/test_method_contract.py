@@ -139,7 +139,7 @@ STOPPED_INSIDE_A_STAGE = [
     ("l2rw", []), ("mwnet", []), ("ieg", []), ("mslg", ["method.warmup_epochs=2"]), ("soseleto", []),
     ("pencil", ["method.stage1=1", "method.stage2=2"]),
     ("joint_opt", ["method.begin=1", "method.average_epochs=1", "method.joint_epochs=3"]),
-    ("pes", ["method.early_epochs=1", "method.refine_epochs=3", "method.head_epochs=0"]),
+    ("pes", ["method.early_epochs=1", "method.refine_epochs=2", "method.head_epochs=0"]),
     ("cores", ["method.sieve_start=1", "method.beta_warmup=0", "method.beta_ramp=2"]),
     ("dividemix", ["method.warmup_epochs=2"]), ("elr", []), ("elr_plus", []), ("sop", []), ("sop_plus", []),
     ("dyr_h", ["method.warmup_epochs=2"]),
@@ -166,6 +166,7 @@ def test_a_run_stopped_inside_a_later_stage_resumes_as_if_never_stopped(make_cfg
     resumed = run(make_cfg(*base, f"ckpt_path={stopped['run_dir']}/checkpoints/last.ckpt"))
     assert resumed["epochs"] == 4
     assert resumed["metrics"].keys() == whole["metrics"].keys()  # no earlier stage's statistics in one only
+    assert resumed["stages"] == whole["stages"] and whole["stages_not_run"] == []  # the last stage is reached
     for key, value in whole["metrics"].items():
         assert resumed["metrics"][key] == pytest.approx(value, abs=1e-6, nan_ok=True), key
     assert network_weights(Path(whole["run_dir"]) / "checkpoints" / "last.ckpt").keys()

@@ -249,3 +249,17 @@ def test_the_report_says_which_quirks_ran_beside_the_papers_numbers_and_what_cot
     assert notes[0].startswith("Runs' quirks: [softmax_input], paper. The paper column holds the published numbers")
     assert "disagreement subset" in notes[1]
     assert caveats(runs[:1], "test/acc_last10", with_paper=False) == []
+
+
+def test_a_run_whose_later_stage_never_ran_is_named_in_the_report_and_its_summary(capsys):
+    from noisylab.report import caveats
+    from noisylab.train import print_summary
+
+    short = {"method": "forward", "stages": [{"name": "estimate", "epochs": [0, 3]}],
+             "stages_not_run": ["corrected"], "epochs": 4, "data": "digits", "model": "mlp", "seed": 0,
+             "noise": {"name": "sym50", "rate": 0.5, "actual_rate": 0.5}, "metrics": {}, "run_dir": "x"}
+    notes = caveats([short, {"method": "ce", "stages_not_run": []}], "test/acc_last10", with_paper=False)
+    assert notes == ["Later stages never ran in the epochs given, so these cells are not the method as published: "
+                     "forward (corrected)."]
+    print_summary(short)
+    assert "stages estimate only: corrected never ran in 4 epochs" in capsys.readouterr().out

@@ -247,6 +247,14 @@ class LNLMethod(pl.LightningModule):
                                 stage.name, type(self).__name__, self.max_epochs)
         return self._spans
 
+    def stage_record(self) -> dict:
+        """For ``results.json``: the stages the run trained (name, first and last epoch,
+        0-based) and those its epochs never reached, so the record says what ran."""
+        ran = [{"name": span.stage.name, "epochs": [span.start, span.end - 1]} for span in self.stage_spans]
+        reached = {span.stage.name for span in self.stage_spans}
+        return {"stages": ran,
+                "stages_not_run": [s.name for s in self.stages() if s.name not in reached and s.epochs != 0]}
+
     def stage_at(self, epoch: int) -> StageSpan:
         for span in self.stage_spans:
             if span.start <= epoch < span.end:
