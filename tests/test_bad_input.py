@@ -39,6 +39,9 @@ def files(tmp_path_factory):
     written = NoisyDataModule(digits, sym20).save_noisy_labels(tmp / "sym20")
     with np.load(written) as saved:
         np.savez(tmp / "legacy.npz", noisy=saved["noisy"], clean=saved["clean"])  # no noise description
+        outside = {key: saved[key] for key in saved.files}
+        outside["noisy"] = np.where(np.arange(len(saved["noisy"])) == 3, 10, saved["noisy"])  # digits: 0..9
+        np.savez(tmp / "outside.npz", **outside)
     np.savez(tmp / "no_labels.npz", transition=np.eye(3))
     (tmp / "text.npz").write_text("not an archive\n")
     (tmp / "text.ckpt").write_text("not a checkpoint\n")
@@ -72,6 +75,8 @@ CASES = [  # through the CLI: (overrides, a part of the sentence); {name}: a pat
     (["noise=none", "noise.rate=0.3"], "noise.rate must be 0 with noise.kind=none (clean labels), got 0.3;"),
     (["noise.load_from={dir}/missing.npz"], "noise.load_from={dir}/missing.npz does not exist;"),
     (["noise.load_from={dir}/text.npz"], "noise.load_from={dir}/text.npz cannot be read as a noisy_labels.npz"),
+    (["noise=sym20", "noise.load_from={dir}/outside.npz"], "noise.load_from={dir}/outside.npz holds noisy label 10, "
+                                                          "outside the digits classes 0..9."),
     (["noise=sym50", "noise.load_from={sym20}"], "noise.load_from={sym20} holds symmetric noise at rate 0.2 "
                                                  "(other_classes) but the config asks for symmetric noise at rate 0.5"),
     (["model=mlp", "model.hidden=[0]"], "model.hidden[0] must be an integer >= 1, got 0."),

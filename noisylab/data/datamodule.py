@@ -175,6 +175,10 @@ class NoisyDataModule(pl.LightningDataModule):
             check_file_agrees(saved, describe(self.noise_cfg, source.asymmetric_map))
             if saved.clean.shape != source.y_train.shape or not np.array_equal(saved.clean, source.y_train):
                 raise ConfigError(f"noise.load_from={load_from} was saved for other data than {source.name}.")
+            outside = saved.noisy[(saved.noisy < 0) | (saved.noisy >= source.num_classes)]
+            if outside.size:
+                raise ConfigError(f"noise.load_from={load_from} holds noisy label {int(outside[0])}, outside the "
+                                  f"{source.name} classes 0..{source.num_classes - 1}.")
             self.noise_origin = {"source": str(saved.path), "seed": saved.identity.get("seed")}
             return realised(source.y_train, saved.noisy, source.num_classes)
         origin = {"human": "file", "feature_dependent": "student_file"}.get(str(self.noise_cfg.get("kind")))
