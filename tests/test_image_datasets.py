@@ -119,6 +119,10 @@ def test_table_with_names_splits_and_clean_labels(make_cfg, tmp_path):
     dm = build_datamodule(make_cfg("data=table", f"data.file={tmp_path / 'labels.csv'}", *SMALL))
     dm.prepare()
     assert dm.train_size == 3 and len(dm.test.dataset) == 1
+    # as a spreadsheet saves it ("CSV UTF-8"): a byte-order mark and CRLF line ends
+    (tmp_path / "excel.csv").write_bytes(b"\xef\xbb\xbf" + "\r\n".join(rows).encode() + b"\r\n")
+    excel = image_lists.read_table(tmp_path / "excel.csv")
+    assert excel.class_names == images.class_names and excel.train[0] == images.train[0]
 
 
 def test_synthetic_noise_on_the_users_labels_and_refused_on_real_noise(make_cfg, tmp_path):

@@ -73,7 +73,7 @@ def _text_lines(dataset: str, path: Path, hint: str, header: str | None = None) 
     """The non-empty lines of a text file, less ``header`` (checked) when given."""
     _need_file(dataset, path, hint)
     try:
-        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
     except (OSError, UnicodeDecodeError) as e:
         raise _corrupt(dataset, path, f"cannot read it as text: {e}", hint) from e
     if header is not None:
@@ -323,7 +323,7 @@ def read_table(path, root=None) -> ImageList:
     hint = "a table with the header path,label[,split][,clean_label]; " + OWN_HINT
     _need_file("data=table", path, hint)
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: the byte-order mark spreadsheets write
             rows = list(csv.DictReader(f, delimiter="\t" if path.suffix.lower() in (".tsv", ".tab") else ","))
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise _corrupt("data=table", path, f"cannot read it: {e}", hint) from e

@@ -328,7 +328,7 @@ class Clothing1M:
 def _read_lines(path: Path, hint: str) -> list[str]:
     _need_file("Clothing1M", path, hint)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
         raise _corrupt("Clothing1M", path, f"cannot read it as text: {e}", hint) from e
     return [line.strip() for line in text.splitlines() if line.strip()]
