@@ -106,6 +106,18 @@ def test_folder_takes_a_stratified_test_split_and_keeps_class_names(make_cfg, tm
     assert batch["x"].shape[1:] == (3, 8, 8)  # images of 12x9 and 7x15 resized and cropped
 
 
+def test_a_folder_leaves_out_hidden_entries_and_refuses_an_empty_class(tmp_path):
+    mine = tmp_path / "mine"
+    write_image_folder(mine, per_class=2)
+    (mine / ".ipynb_checkpoints").mkdir()  # not a class
+    (mine / "cat" / "._img000.jpg").write_bytes(b"\x00\x05\x16\x07")  # macOS's metadata twin: not an image
+    images = image_lists.read_folder(mine)
+    assert images.class_names == ["cat", "dog", "fox"] and len(images.train[0]) == 6
+    (mine / "owl").mkdir()
+    with pytest.raises(DatasetError, match="the class folder .*/mine/owl holds no images"):
+        image_lists.read_folder(mine)
+
+
 def test_table_with_names_splits_and_clean_labels(make_cfg, tmp_path):
     write_image_folder(tmp_path / "mine", per_class=4)
     rows = ["path,label,split,clean_label"]

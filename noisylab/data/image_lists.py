@@ -281,8 +281,14 @@ def read_animal10n(root) -> ImageList:
 OWN_HINT = "see docs/datasets.md (your own data)."
 
 
+def _hidden(path: Path, root: Path) -> bool:
+    """A name starting with "." below ``root``: .ipynb_checkpoints, macOS's ._photo.jpg copies."""
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                  and not _hidden(p, folder))
 
 
 def read_folder(root) -> ImageList:
@@ -291,10 +297,14 @@ def read_folder(root) -> ImageList:
     root = Path(root).expanduser()
     _need_dir("data=folder", root, "set data.root to a folder of class folders; " + OWN_HINT)
     top = root / "train" if (root / "train").is_dir() and (root / "test").is_dir() else root
-    names = sorted(p.name for p in top.iterdir() if p.is_dir())
+    names = sorted(p.name for p in top.iterdir() if p.is_dir() and not _hidden(p, top))
     if len(names) < 2:
         raise DatasetError(f"data=folder needs at least two class folders in {top} (<class>/<image>), "
                            f"found {len(names)}; " + OWN_HINT)
+    empty = [name for name in names if not _images_in(top / name)]
+    if empty:  # a class no training image shows: an output the network could never learn
+        raise DatasetError(f"data=folder: the class folder {top / empty[0]} holds no images "
+                           f"({', '.join(IMAGE_EXTENSIONS)}); add some or move it out of {top}; " + OWN_HINT)
 
     def split(folder: Path):
         paths, labels = [], []
