@@ -612,8 +612,9 @@ def report(sweep_dir: str | Path, metric: str = DEFAULT_METRIC, fmt: str = "png"
         raise FileNotFoundError(f"no results.json below {sweep_dir}: has the sweep run?")
     failed = [job for job in jobs if job.failed]
     if len(failed) == len(jobs):
-        raise ReportError(f"all {len(jobs)} job(s) below {sweep_dir} failed (no results.json): "
-                          + ", ".join(str(job.folder.relative_to(sweep_dir)) for job in failed) + ".")
+        raise ReportError(f"all {len(jobs)} job(s) below {sweep_dir} failed (no readable results.json): "
+                          + "; ".join(f"{job.folder.relative_to(sweep_dir)}"
+                                      + (f" ({job.error})" if job.error else "") for job in failed) + ".")
     check_metric(jobs, metric)
 
     keys, fixed = swept_keys(jobs)

@@ -183,7 +183,11 @@ def test_a_sweep_where_every_job_failed_is_an_error(tmp_path, capsys):
     write_job(tmp_path, "0_a", ["noise=sym50", "seed=0"], error="boom")
     write_job(tmp_path, "1_b", ["noise=sym20", "seed=0"])
     assert report_module.main([str(tmp_path)]) == 2
-    assert "all 2 job(s)" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "all 2 job(s)" in error and "0_a (boom); 1_b" in error
+    (tmp_path / "1_b" / "results.json").write_text('{"method": "ce", "metr')  # torn by a kill mid-write
+    assert report_module.main([str(tmp_path)]) == 2
+    assert "1_b (results.json cannot be read (JSONDecodeError" in capsys.readouterr().err
 
 
 def test_ck_sweep_files_hold_the_study_grid_and_the_slide_numbers():
