@@ -155,3 +155,45 @@ def decide(state: FolderState, mine: dict, resume: bool = True, ckpt_path: str |
                                      "(resume=false runs it again)")
     done = f" after {state.epochs_done} epochs" if state.epochs_done is not None else ""
     return Decision(RESUME, state.checkpoint, notice=f"resuming this run from its checkpoint{done}")
+
+
+# ----------------------------------------------------------------------------- one process per folder
+LOCK = ".noisylab.lock"  # held (flock) by the process whose run owns the folder; released when it exits
+_locks: dict[str, int] = {}
+
+
+def lock(folder: Path) -> None:
+    """Takes the folder's lock, or refuses with one sentence while another process holds it (a
+    job requeued while its first copy still runs, the same command typed twice): two runs
+    writing one folder would mix their checkpoints and records. A kill releases the lock."""
+    import errno
+    import fcntl
+    import os
+
+    from noisylab.errors import ConfigError
+
+    key = str(folder.resolve())
+    if key in _locks:
+        return
+    descriptor = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+        holder = os.pread(descriptor, 32, 0).decode(errors="replace").strip()
+        os.close(descriptor)
+        if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            by = f" (pid {holder})" if holder.isdigit() else ""
+            raise ConfigError(f"the run folder {folder} is in use by another noisylab process{by}; wait for it to "
+                              "end, or choose another folder with hydra.run.dir=<folder>.") from None
+        return  # a file system without locks (some network mounts): run unlocked, as before
+    os.ftruncate(descriptor, 0)
+    os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
+    _locks[key] = descriptor
+
+
+def release_locks() -> None:
+    """Lets go of the folders this process's earlier runs held (a multirun's next job)."""
+    import os
+
+    while _locks:
+        os.close(_locks.popitem()[1])

@@ -166,6 +166,7 @@ def run(cfg: DictConfig) -> dict:
     check_config(cfg)  # every group's types, ranges and keys, before the heavy imports
     output_dir = Path(cfg.paths.output_dir)
     CLAIMED.discard(str(output_dir.resolve()))  # a new run owns nothing until its checks pass
+    run_folder.release_locks()
     mine = run_folder.identity(OmegaConf.to_container(cfg, resolve=True))
     decision = run_folder.decide(run_folder.read_state(output_dir), mine, bool(cfg.get("resume", True)),
                                  cfg.get("ckpt_path"))
@@ -281,8 +282,11 @@ CLAIMED: set[str] = set()  # run folders this process has passed every check for
 
 
 def claim_run_dir(output_dir: Path) -> None:
-    """Creates the run folder (one sentence when it cannot be) and marks it as this run's."""
+    """Creates the run folder (one sentence when it cannot be), takes its lock (one sentence
+    while another process runs in it) and marks it as this run's."""
     from noisylab.errors import ConfigError
+    from noisylab.interrupts import rank_zero
+    from noisylab.run_folder import lock
 
     for folder in (output_dir, output_dir / "checkpoints"):  # the checkpoint too: not a late, misleading error
         try:
@@ -293,6 +297,8 @@ def claim_run_dir(output_dir: Path) -> None:
         except OSError as error:
             raise ConfigError(f"the run folder {folder} cannot be written ({error.strerror or error}); "
                               "choose another with hydra.run.dir=<folder>.") from None
+    if rank_zero():  # under DDP the other ranks share rank 0's folder
+        lock(output_dir)
     CLAIMED.add(str(output_dir.resolve()))
 
 
@@ -421,7 +427,9 @@ def error_file(output_dir: Path) -> Path:
     folder holding an earlier run's files writes ``error-<UTC time>.txt`` beside them."""
     import datetime
 
-    held = any((output_dir / name).exists() for name in ("results.json", "error.txt", "checkpoints/last.ckpt"))
+    from noisylab.run_folder import LOCK
+
+    held = any((output_dir / name).exists() for name in ("results.json", "error.txt", "checkpoints/last.ckpt", LOCK))
     if str(output_dir.resolve()) in CLAIMED or not held:
         return output_dir / "error.txt"
     return output_dir / f"error-{datetime.datetime.now(datetime.timezone.utc):%Y%m%dT%H%M%S}.txt"

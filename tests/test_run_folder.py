@@ -154,7 +154,8 @@ def test_a_sweep_launched_again_finishes_only_what_is_unfinished(tmp_path):
 @pytest.mark.parametrize(("argv", "sentence"), [
     (["-m", "model=mlp,bogus"], "model=bogus is not an option of model"),
     (["-m", "hydra/sweeper=bogus"], "hydra/sweeper=bogus is not an option of hydra/sweeper"),
-    (["-m", "seed=0,1", "data.foo=1"], "data.foo is not a key of the config"),
+    (["-m", "seed=0,1", "data.foo=1"], "data.foo is not a setting of data"),
+    (["-m", "seed=0,1", "trainer.gradient_clip_val=1"], "trainer.gradient_clip_val is not a key of the config"),
     (["-m", "method=ce,coteaching", "noise=sym20,sym50"], None),
 ])
 def test_hydra_refusals_inside_a_multirun_are_one_sentence_before_any_job(argv, sentence):
@@ -191,3 +192,21 @@ def test_the_run_log_is_held_until_the_run_owns_its_folder(tmp_path):
     handler.handle(logging.LogRecord("noisylab", logging.INFO, __file__, 2, "training", None, None))
     handler.close()
     assert log.read_text() == "checking\ntraining\n"
+
+
+def test_a_folder_another_process_runs_in_is_refused_untouched(make_cfg, one_thread, tmp_path):
+    import fcntl
+
+    from noisylab.run_folder import LOCK, release_locks
+
+    folder = tmp_path / "run"
+    run(make_cfg(*FAST, f"paths.output_dir={folder}", "protocol.epochs=2"))
+    release_locks()
+    before = files(folder)
+    with open(folder / LOCK, "r+") as other:  # another process's run holds the folder (a requeued copy)
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(ConfigError, match="is in use by another noisylab process"):
+            run(make_cfg(*FAST, f"paths.output_dir={folder}", "protocol.epochs=3"))  # would replace it
+        assert files(folder) == before
+    resumed = run(make_cfg(*FAST, f"paths.output_dir={folder}", "protocol.epochs=3"))  # the lock is free again
+    assert resumed["epochs"] == 3
