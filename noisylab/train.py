@@ -375,7 +375,17 @@ def task(cfg: DictConfig) -> float | None:
     """The Hydra task: one run. User errors become one sentence and a non-zero exit; in a
     multirun the failing job is recorded and the others go on. Every failure leaves its
     sentence in the run folder's ``error.txt``. SIGTERM/SIGINT stop the run (and a multirun)
-    with the command that resumes it, exit status 128 + the signal number."""
+    with the command that resumes it, exit status 128 + the signal number. The run folder's
+    lock is let go at the end (a launcher's worker process outlives its job)."""
+    from noisylab.run_folder import release_locks
+
+    try:
+        return one_task(cfg)
+    finally:
+        release_locks()
+
+
+def one_task(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 

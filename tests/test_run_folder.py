@@ -210,3 +210,15 @@ def test_a_folder_another_process_runs_in_is_refused_untouched(make_cfg, one_thr
         assert files(folder) == before
     resumed = run(make_cfg(*FAST, f"paths.output_dir={folder}", "protocol.epochs=3"))  # the lock is free again
     assert resumed["epochs"] == 3
+
+
+def test_a_finished_task_lets_go_of_its_folder(make_cfg, one_thread, tmp_path):
+    """A joblib worker lives on after its job: the folder must not stay locked by it."""
+    import fcntl
+
+    from noisylab.run_folder import LOCK
+
+    folder = tmp_path / "run"
+    task(make_cfg(*FAST, f"paths.output_dir={folder}", "protocol.epochs=1"))
+    with open(folder / LOCK, "r+") as other:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises BlockingIOError while still held
