@@ -163,7 +163,10 @@ def headline(results: dict) -> dict:
     values = {key: metrics[key] for key in HEADLINE if metrics.get(key) is not None}
     values.update({"noise/actual_rate": results["noise"]["actual_rate"], "noise/rate": results["noise"]["rate"],
                    "noise/fingerprint": results["noise"]["fingerprint"], "wall_time_s": results["wall_time_s"],
-                   "epochs": results["epochs"]})
+                   "epochs": results["epochs"],
+                   # what ran, as results.json says it: a dashboard column per run
+                   "quirks_applied": ",".join(results.get("quirks_applied", [])),
+                   "stages_not_run": ",".join(results.get("stages_not_run", []))})
     return values
 
 

@@ -108,6 +108,7 @@ def test_a_sweep_from_a_users_folder_is_a_wandb_dashboard(tmp_path):
         assert run["summary"]["noise/actual_rate"] == pytest.approx(results["noise"]["actual_rate"])
         assert run["summary"]["noise/fingerprint"] == results["noise"]["fingerprint"]
         assert run["summary"]["wall_time_s"] == pytest.approx(results["wall_time_s"])
+        assert run["summary"]["stages_not_run"] == "" and run["summary"]["quirks_applied"] == ""
         assert "transition" not in json.dumps(run["config"]) and "noise_fingerprint" in json.dumps(run["config"])
         assert {"noise/transition/path", "train/clean_score_histogram/path"} <= run["history"]
         assert run["artifacts"] == {f"results-{run['id']}": ["noisy_labels.npz", "results.json"]}
