@@ -146,3 +146,9 @@ def test_a_refused_rerun_leaves_every_file_of_the_finished_run_as_it_was(tmp_pat
         assert refused.returncode == 2 and sentence in refused.stderr, refused.stdout[-500:]
     after = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file() and not p.name.startswith("error-")}
     assert after == before
+
+
+def test_hydras_own_job_logging_choices_still_work(tmp_path):
+    done = noisylab(tmp_path, *FAST, "method=ce", "protocol.epochs=1", "hydra/job_logging=disabled")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "run" / "results.json").is_file() and not (tmp_path / "run" / "train.log").exists()
