@@ -37,8 +37,12 @@ Deviations, on purpose; ``quirks=official`` turns the named ones back on:
   weights only, not biases or BatchNorm's scales and shifts (quirk ``decay_weights_only``);
 * iterations expressed as epochs; the look-ahead uses the current learning rate instead of
   the code's step size 1 (equivalent after normalisation).
-The two quirks' effect on accuracy is not measured (the WRN-28-10 CIFAR recipe needs a GPU);
-on fixed inputs the decay term changes the weights (tests/test_l2rw.py).
+The two quirks' effect on the WRN-28-10 CIFAR recipe is not measured (it needs a GPU); on fixed
+inputs the decay term changes the weights (tests/test_l2rw.py). On the CPU, ``+sweep=bilevel_digits
+method=l2rw`` (digits MLP, no BatchNorm), last-10 test accuracy, mean ± std over seeds 0-4:
+sym50 paper 92.4 ± 0.6, official 92.4 ± 1.1; pair45 94.9 ± 1.3 vs 94.7 ± 0.3; sym80 77.0 ± 1.4 vs
+79.2 ± 1.5 (clean_cost_decay alone 78.4, decay_weights_only alone 78.2). Only sym80's +2.2 is
+larger than the seed spread, and only just.
 """
 
 from __future__ import annotations
