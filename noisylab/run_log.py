@@ -3,7 +3,7 @@ its folder.
 
 Hydra's own file handler opens the log as the job starts, before any check: a run refused
 in a folder holding an earlier run would append its lines to that run's log. This handler
-(conf/hydra/default.yaml puts it in place of Hydra's) holds the records in memory until
+(conf/hydra/job_logging/noisylab.yaml puts it in place of Hydra's) holds the records in memory until
 :func:`open_run_logs`, called when every check has passed, and drops them if the run is
 refused or skipped.
 """
@@ -19,7 +19,7 @@ HELD_RECORDS = 10_000  # a run's records before its checks pass are a few lines;
 class HeldFileHandler(logging.Handler):
     """A ``logging.FileHandler`` that opens its file only when told to."""
 
-    def __init__(self, filename: str, mode: str = "a", encoding: str | None = "utf-8", delay: bool = True):
+    def __init__(self, filename: str, encoding: str | None = "utf-8"):
         super().__init__()
         self.filename, self.encoding = filename, encoding
         self.held: deque[logging.LogRecord] = deque(maxlen=HELD_RECORDS)

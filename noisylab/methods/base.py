@@ -238,13 +238,10 @@ class LNLMethod(pl.LightningModule):
     @property
     def stage_spans(self) -> list[StageSpan]:
         if self._spans is None:
-            declared = self.stages()
-            self._spans = plan_stages(declared, self.max_epochs)
-            reached = {span.stage.name for span in self._spans}
-            for stage in declared:
-                if stage.name not in reached and stage.epochs != 0:
-                    log.warning("stage %s of %s never runs: the run ends after %d epochs.",
-                                stage.name, type(self).__name__, self.max_epochs)
+            self._spans = plan_stages(self.stages(), self.max_epochs)
+            for name in self.stage_record()["stages_not_run"]:
+                log.warning("stage %s of %s never runs: the run ends after %d epochs.",
+                            name, type(self).__name__, self.max_epochs)
         return self._spans
 
     def stage_record(self) -> dict:
