@@ -202,6 +202,46 @@ def test_a_corrupt_image_names_its_file(make_cfg, tmp_path):
         dataset[position]
 
 
+def test_a_missing_image_is_refused_before_the_run_starts(make_cfg, tmp_path):
+    """Every listed image is checked when the data is prepared (before the run folder is
+    touched), not found missing in the middle of training."""
+    from noisylab.data.files import missing_images
+
+    write_image_folder(tmp_path / "mine", per_class=4)
+    rows = ["path,label"] + [f"mine/{c}/img00{i}.{'png' if i % 2 else 'jpg'},{c}" for c in ("cat", "dog") for i in range(4)]
+    rows += ["mine/dog/gone.png,dog", "elsewhere/none.png,cat"]  # a missing file, a missing folder
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    assert missing_images(tmp_path, [r.split(",")[0] for r in rows[1:]]) == ["mine/dog/gone.png", "elsewhere/none.png"]
+    assert missing_images(tmp_path, [str(tmp_path / "mine/cat/img000.jpg"), "mine"]) == ["mine"]  # absolute; a folder
+    dm = build_datamodule(make_cfg("data=table", f"data.file={tmp_path / 'labels.csv'}", *SMALL))
+    with pytest.raises(DatasetError, match=f"data=table: 2 of the 10 images it lists are missing, the first "
+                                           f"{tmp_path / 'mine/dog/gone.png'}"):
+        dm.prepare()
+    # the trusted set's own list is checked too
+    (tmp_path / "labels.csv").write_text("\n".join(rows[:-2]) + "\n")
+    (tmp_path / "trusted.txt").write_text("mine/cat/img000.jpg 0\nmine/dog/missing.png 1\n")
+    dm = build_datamodule(make_cfg("data=table", f"data.file={tmp_path / 'labels.csv'}", "method=mwnet",
+                                   f"data.trusted_list={tmp_path / 'trusted.txt'}", "data.trusted_per_class=1",
+                                   *SMALL[:-1]))
+    with pytest.raises(DatasetError, match="1 of the .* images it lists are missing, the first .*missing.png"):
+        dm.prepare()
+
+
+def test_a_corrupt_image_read_by_a_worker_process_is_one_sentence(make_cfg, tmp_path):
+    """torch re-raises a DataLoader worker's error with its traceback as the message; the
+    user sees the sentence alone."""
+    write_image_folder(tmp_path / "mine", per_class=3)
+    broken = tmp_path / "mine" / "dog" / "img001.png"
+    broken.write_bytes(b"not a png")
+    dm = build_datamodule(make_cfg("data=folder", f"data.root={tmp_path / 'mine'}", *SMALL[1:], "data.num_workers=1"))
+    dm.prepare()
+    with pytest.raises(DatasetError) as error:
+        for split in (dm.train, dm.test):
+            list(split(batch_size=4, shuffle=False))
+    assert str(error.value).startswith(f"data=folder image file {broken} is corrupt (cannot decode it")
+    assert "\n" not in str(error.value) and "Traceback" not in str(error.value)
+
+
 def test_the_real_noise_sweeps_compose_with_the_papers_recipes_and_numbers(make_cfg):
     from noisylab.schema import check_config
 

@@ -11,11 +11,13 @@ usual protocol (DivideMix, ELR+) at 256/224. ``data.batches_per_epoch``: each ep
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from noisylab.errors import ConfigError
+from noisylab.errors import ConfigError, DatasetError
 from noisylab.noise import make_noisy_labels, realised
 
 
@@ -89,12 +91,44 @@ def _held_out(labels: np.ndarray, fraction: float, rng) -> np.ndarray:
 def _trusted_list(cfg, num_classes):
     """``data.trusted_list``: a file of ``<image path> <label>`` lines (e.g. IEG's 10 ImageNet
     training images per WebVision class), paths relative to the dataset's root or absolute."""
-    from pathlib import Path
-
     from noisylab.data.image_lists import _path_label_lines
 
     path = Path(str(cfg.trusted_list)).expanduser()
     return _path_label_lines("data.trusted_list", path, "give a file of '<image path> <label>' lines.", num_classes)
+
+
+def missing_images(root, paths) -> list[str]:
+    """The listed images that are not files under ``root`` (paths relative to it or absolute).
+    Each folder is listed once, not each file stat-ed: a million images in a thousand folders
+    (Clothing1M's layout) cost a thousand directory reads, also on a cluster's network disk."""
+    import os
+    from collections import defaultdict
+
+    by_folder = defaultdict(list)
+    for rel in paths:
+        full = os.path.join(os.path.expanduser(str(root)), rel)
+        by_folder[os.path.dirname(full)].append((rel, os.path.basename(full)))
+    missing = []
+    for folder, members in by_folder.items():
+        try:
+            with os.scandir(folder) as entries:
+                files = {e.name for e in entries if e.is_file()}  # follows links, as opening does
+        except OSError:
+            files = set()
+        missing.extend(rel for rel, name in members if name not in files)
+    return missing
+
+
+def check_images(images, parts) -> None:
+    """Every image a run will read exists, checked before the run folder is touched: an image
+    found missing in the middle of training would fail a run that has already replaced the
+    folder's earlier one. (A file that exists but cannot be decoded is found when read.)"""
+    paths = [p for part in parts if part is not None for p in part.paths]
+    missing = missing_images(images.root, paths)
+    if missing:
+        first = Path(images.root).expanduser() / missing[0]
+        raise DatasetError(f"{images.name}: {len(missing)} of the {len(paths)} images it lists are missing, the first "
+                           f"{first}; {images.hint.format(root=images.root)}")
 
 
 def file_splits(source, cfg, noise_cfg, trusted_per_class: int, seed: int = 0):
@@ -171,4 +205,5 @@ def file_splits(source, cfg, noise_cfg, trusted_per_class: int, seed: int = 0):
             picked.extend(members[:trusted_per_class].tolist())
         chosen_paths, chosen = _take(pool, picked)
         trusted = factory(ImageFiles(images, chosen_paths, chosen, chosen, train_tf))
+    check_images(images, [loader and loader.dataset for loader in (train_set, val_set, trusted, test_set)])
     return train_set, val_set, trusted, test_set, noisy, flags
