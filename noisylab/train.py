@@ -17,7 +17,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from noisylab.errors import NoisyLabError
+from noisylab.errors import ConfigError, NoisyLabError
 from noisylab.methods.contract import published_model, quirk_request
 from noisylab.noise import noise_name
 
@@ -139,6 +139,31 @@ def build_loggers(cfg: DictConfig, resume_from: str | None = None) -> list:
     return loggers
 
 
+def build_trainer(cfg: DictConfig, speed):
+    """The Lightning Trainer with the run's callbacks, without loggers (added once the run owns
+    its folder). A setting Lightning refuses (``trainer.accelerator=gpu`` without a GPU, more
+    devices than there are) is one sentence, before the folder is touched."""
+    import pytorch_lightning as pl
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    from noisylab import speed as speed_settings
+
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
+    overrides = speed_settings.trainer_overrides(speed, cfg.trainer)
+    if any(getattr(c, "replaces_progress_bar", False) for c in callbacks):  # a log file: one line per epoch
+        overrides["enable_progress_bar"] = False
+    if not any(isinstance(c, pl.callbacks.Checkpoint) for c in callbacks):  # callbacks=none: no checkpoint at all,
+        overrides["enable_checkpointing"] = False  # not Lightning's own in a second place
+    try:
+        return instantiate(cfg.trainer, logger=False, callbacks=callbacks, **overrides)
+    except InstantiationException as error:
+        cause = error.__cause__ or error
+        settings = ", ".join(f"{k}={v}" for k, v in cfg.trainer.items()
+                             if k in ("accelerator", "devices", "num_nodes", "strategy", "precision"))
+        raise ConfigError(f"Lightning refuses the trainer settings ({settings}): {str(cause).rstrip('.!')}.") from None
+
+
 def quiet_lightning() -> None:
     """Lightning's start-up tips and a deprecation notice of its own internals are noise in
     every run's output; real warnings stay."""
@@ -174,7 +199,6 @@ def run(cfg: DictConfig) -> dict:
         method_settings(cfg)  # a setting the method does not know is refused, not skipped over
         return skipped(output_dir, decision.notice)
     import pytorch_lightning as pl
-    from hydra.utils import instantiate
 
     from noisylab import speed as speed_settings
     from noisylab.checkpoints import METRICS_CSV, merge_metrics_csv, prepare_run_dir
@@ -193,6 +217,7 @@ def run(cfg: DictConfig) -> dict:
     method.run_identity = mine  # kept in every checkpoint: a resume is checked against it
     if decision.checkpoint is not None:
         check_resume_noise(decision.checkpoint, datamodule.noise_summary["fingerprint"])
+    trainer = build_trainer(cfg, speed)  # Lightning's refusals (devices, accelerator) come here
     # ---- every check has passed: from here on the folder is this run's
     claim_run_dir(output_dir)
     if rank_zero() and decision.notice:
@@ -200,15 +225,8 @@ def run(cfg: DictConfig) -> dict:
     earlier_rows = prepare_run_dir(output_dir, decision.checkpoint) if rank_zero() else []
     open_run_logs(fresh=decision.replace)
     write_hydra_record(cfg, output_dir)
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
-    overrides = speed_settings.trainer_overrides(speed, cfg.trainer)
-    if any(getattr(c, "replaces_progress_bar", False) for c in callbacks):  # a log file: one line per epoch
-        overrides["enable_progress_bar"] = False
-    if not any(isinstance(c, pl.callbacks.Checkpoint) for c in callbacks):  # callbacks=none: no checkpoint at all,
-        overrides["enable_checkpointing"] = False  # not Lightning's own in a second place
     resume_from = str(decision.checkpoint) if decision.checkpoint is not None else None
-    trainer = instantiate(cfg.trainer, logger=build_loggers(cfg, resume_from) or False, callbacks=callbacks,
-                          **overrides)
+    trainer.loggers = build_loggers(cfg, resume_from)  # they write into the folder (W&B's run id)
     speed_settings.apply(speed, method, datamodule, trainer)
     if trainer.loggers:
         from noisylab.wandb_dashboard import extra_config, publish

@@ -74,7 +74,8 @@ def test_a_finished_run_survives_refused_reruns_and_skips_a_repeat(make_cfg, one
     before = files(folder)
     assert "results.json" in before and ".hydra/overrides.yaml" in before
     for bad in (["method=gce", "method.q=nan"], ["data=cifar10", f"data.root={tmp_path}/none"],
-                ["noise.load_from=/nonexistent.npz"]):
+                ["noise.load_from=/nonexistent.npz"], ["seed=1", "trainer.strategy=bogus"],
+                ["seed=1", "trainer.devices=0"]):  # another run, refused by Lightning: the folder stays
         with pytest.raises(SystemExit) as refused:
             task(make_cfg(*FAST, f"paths.output_dir={folder}", *bad))
         assert refused.value.code == 2
