@@ -89,6 +89,10 @@ CASES = [  # through the CLI: (overrides, a part of the sentence); {name}: a pat
                                                 "(noisylab.methods.ce.CrossEntropy), not of method=coteaching"),
     (["method=ce", "protocol.epochs=1", "ckpt_path={ckpt}"], "ckpt_path={ckpt} was trained with protocol.epochs=2, "
                                                             "but this run has protocol.epochs=1;"),
+    (["method=ce", "trainer.strategy=bogus"], "Lightning refuses the trainer settings (accelerator="),
+    (["method=ce", "model=preact_resnet18", "protocol.batch_size=1211"],  # digits: 1,212 training samples
+     "the last training batch would hold a single sample (1212 training samples, protocol.batch_size 1211), on "
+     "which the BatchNorm layers of model=preact_resnet18 cannot train;"),
 ]
 MORE_CASES = [  # the same check_config in-process, to keep the file fast
     (["seed=-1"], "seed must be an integer in [0, 4294967295], got -1."),
