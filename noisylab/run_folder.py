@@ -4,7 +4,9 @@ A run folder is *empty*, *unfinished* (``checkpoints/last.ckpt``, no ``results.j
 *finished* (``results.json``) or *failed* (``error.txt`` only). A run first works out its
 *identity* — every resolved config key that can change the training trajectory (method and
 settings, data and split, noise, model, protocol and epochs, schedule, quirks, seed, speed
-numerics, trainer limits) — and validates everything it can, writing nothing. Then
+numerics, trainer limits), plus a hash of each file it names (``contents``: the table, the
+trusted list, the noise files, a ``data=folder`` tree's image paths) — and validates
+everything it can, writing nothing. Then
 :func:`decide`, a pure function of (folder state, identity, ``resume``, ``ckpt_path``), says
 what to do:
 
@@ -47,6 +49,9 @@ FREE_KEYS = (
     "data.root", "data.download", "data.eval_batch_size", "data.num_workers", "data.on_device",
     "speed.name", "speed.data_on_device",
 )
+# Files the config names whose contents decide what is trained: the same command after an edit
+# of one (labels fixed after `noisylab.suspects`, a rewritten noise file) is another run.
+CONTENT_FILES = ("data.file", "data.trusted_list", "noise.load_from", "noise.file", "noise.student_file")
 START, RESUME, SKIP = "start", "resume", "skip"
 LAST = "last.ckpt"  # noisylab.checkpoints.LAST (not imported: that module imports Lightning)
 
@@ -68,6 +73,31 @@ def identity(values: dict) -> dict:
     """The run's identity: the resolved config (a plain dict) as ``dotted.key -> value``,
     less the keys that cannot change what is trained."""
     return {key: value for key, value in _flatten(values).items() if not _free(key)}
+
+
+def contents(values: dict) -> dict:
+    """``<key>:sha256`` for each file of ``CONTENT_FILES`` that the resolved config ``values``
+    names, and for ``data=folder`` a hash of its image paths (an image's class is its folder):
+    added to the identity, so an edited file makes another run, refused as a resume."""
+    import hashlib
+
+    mine, found = _flatten(values), {}
+    for key in CONTENT_FILES:
+        path = Path(str(mine.get(key))).expanduser()
+        if mine.get(key) and path.is_file():
+            digest = hashlib.sha256()
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+            found[f"{key}:sha256"] = digest.hexdigest()[:16]
+    if mine.get("data.name") == "folder" and mine.get("data.root"):
+        from noisylab.data.image_lists import _images_in
+
+        root = Path(str(mine["data.root"])).expanduser()
+        if root.is_dir():
+            listed = "\n".join(p.relative_to(root).as_posix() for p in _images_in(root))
+            found["data.root:images"] = hashlib.sha256(listed.encode()).hexdigest()[:16]
+    return found
 
 
 def difference(then: dict, now: dict) -> str | None:

@@ -212,7 +212,8 @@ def run(cfg: DictConfig) -> dict:
     output_dir = Path(cfg.paths.output_dir)
     CLAIMED.discard(str(output_dir.resolve()))  # a new run owns nothing until its checks pass
     run_folder.release_locks()
-    mine = run_folder.identity(OmegaConf.to_container(cfg, resolve=True))
+    values = OmegaConf.to_container(cfg, resolve=True)
+    mine = {**run_folder.identity(values), **run_folder.contents(values)}  # an edited label file: another run
     decision = run_folder.decide(run_folder.read_state(output_dir), mine, bool(cfg.get("resume", True)),
                                  cfg.get("ckpt_path"))
     if decision.action == run_folder.SKIP:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from noisylab.errors import ConfigError
-from noisylab.run_folder import RESUME, SKIP, START, FolderState, decide, difference, identity
+from noisylab.run_folder import RESUME, SKIP, START, FolderState, contents, decide, difference, identity
 from noisylab.train import run, task
 
 MINE = {"seed": 0, "method.name": "ce", "protocol.epochs": 2}
@@ -59,6 +59,38 @@ def test_identity_leaves_out_only_what_cannot_change_the_training():
                                 "data.augment": "crop_flip", "speed.bf16": True, "protocol.optimizer.lr": 0.1}
     assert difference({"a": 1, "b": [1, 2]}, {"a": 1, "b": [1, 3]}) == ("b=[1, 2]", "b=[1, 3]")
     assert difference({"a": 1}, {"a": 1, "c": 2}) is None  # a key one side lacks: checked at load
+
+
+def test_an_edited_label_file_or_image_folder_is_another_run(tmp_path):
+    """The files a config names are part of the run's identity by content: labels fixed after
+    `noisylab.suspects` and the same command again is a new run, not a skip (nor a resume)."""
+    from tests.fixtures_web import write_image_folder
+
+    table, noise = tmp_path / "labels.csv", tmp_path / "noise.npz"
+    table.write_text("path,label\na.png,cat\nb.png,dog\n")
+    noise.write_bytes(b"one")
+    config = {"data": {"name": "table", "file": str(table), "trusted_list": None},
+              "noise": {"load_from": str(noise), "file": str(tmp_path / "absent.pt")}}
+    first = contents(config)
+    assert sorted(first) == ["data.file:sha256", "noise.load_from:sha256"]  # named and present files only
+    table.write_text("path,label\na.png,dog\nb.png,dog\n")  # one label fixed
+    edited = contents(config)
+    assert edited["data.file:sha256"] != first["data.file:sha256"]
+    assert edited["noise.load_from:sha256"] == first["noise.load_from:sha256"]
+    state = FolderState("finished", {**MINE, **first})
+    decision = decide(state, {**MINE, **edited})
+    assert decision.action == START and decision.replace and "data.file:sha256=" in decision.notice
+    with pytest.raises(ConfigError, match="data.file:sha256="):
+        decide(FolderState("unfinished", {**MINE, **first}, CKPT, 1), {**MINE, **edited}, ckpt_path="last")
+    assert decide(FolderState("finished", MINE), {**MINE, **edited}).action == SKIP  # a record from before: kept
+    # data=folder: an image moved to another class folder changes it; a hidden file does not
+    write_image_folder(tmp_path / "mine", per_class=2)
+    folder = {"data": {"name": "folder", "root": str(tmp_path / "mine")}}
+    listed = contents(folder)["data.root:images"]
+    (tmp_path / "mine" / ".DS_Store").write_bytes(b"x")
+    assert contents(folder)["data.root:images"] == listed
+    (tmp_path / "mine" / "cat" / "img000.jpg").rename(tmp_path / "mine" / "dog" / "img000.jpg")
+    assert contents(folder)["data.root:images"] != listed
 
 
 FAST = ["method=ce", "debug=fast", "trainer.enable_progress_bar=false"]
