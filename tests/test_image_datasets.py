@@ -137,6 +137,17 @@ def test_table_with_names_splits_and_clean_labels(make_cfg, tmp_path):
     assert excel.class_names == images.class_names and excel.train[0] == images.train[0]
 
 
+@pytest.mark.parametrize("extra,says", [
+    ("cats/a.png,dog", "lines 2 and 4 list cats/a.png with labels cat and dog"),  # two annotators' votes
+    ("./cats/a.png,cat,test", "lines 2 and 4 list ./cats/a.png in split train and test"),  # a test image trained on
+    ("cats//a.png,cat", "lines 2 and 4 list cats//a.png twice"),
+])
+def test_a_table_lists_each_image_once(tmp_path, extra, says):
+    (tmp_path / "labels.csv").write_text(f"path,label,split\ncats/a.png,cat,\ndogs/b.png,dog,train\n{extra}\n")
+    with pytest.raises(DatasetError, match=says + "; give each image one row"):
+        image_lists.read_table(tmp_path / "labels.csv")
+
+
 def test_synthetic_noise_on_the_users_labels_and_refused_on_real_noise(make_cfg, tmp_path):
     write_image_folder(tmp_path / "mine", per_class=10)
     dm = build_datamodule(make_cfg("data=folder", f"data.root={tmp_path / 'mine'}", "noise=sym50", *SMALL))

@@ -11,6 +11,7 @@ what was expected and where to get it.
 from __future__ import annotations
 
 import csv
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -347,6 +348,18 @@ def read_table(path, root=None) -> ImageList:
         if row.get("split", "") not in ("", "train", "val", "test"):
             raise _corrupt("data=table", path, f"line {number} has split '{row['split']}', expected train, val "
                            "or test", hint)
+    first_line = {}
+    for number, row in enumerate(rows, start=2):  # one row per image: a second is a vote or a leak
+        key = os.path.normpath(row["path"])
+        if key in first_line:
+            earlier = rows[first_line[key] - 2]
+            what = (f"in split {earlier.get('split') or 'train'} and {row.get('split') or 'train'}"
+                    if (earlier.get("split") or "train") != (row.get("split") or "train") else
+                    f"with labels {earlier['label']} and {row['label']}" if earlier["label"] != row["label"]
+                    else "twice")
+            raise _corrupt("data=table", path, f"lines {first_line[key]} and {number} list {row['path']} {what}; give "
+                           "each image one row (one label, one split)", hint)
+        first_line[key] = number
     names_seen = {row["label"] for row in rows} | {row["clean_label"] for row in rows if row.get("clean_label")}
     if all(n.isdigit() for n in names_seen):
         names = [str(c) for c in range(max(int(n) for n in names_seen) + 1)]
