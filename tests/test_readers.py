@@ -3,6 +3,7 @@
 import gzip
 import pickle
 import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -412,12 +413,20 @@ def test_readers_never_touch_the_network(tmp_path):
 def test_failed_download_becomes_dataset_error(tmp_path, monkeypatch):
     import torchvision.datasets
 
-    def offline(*args, **kwargs):
+    def offline(root, **kwargs):  # as torchvision: folders made, a partial file left, then the error
+        (Path(root) / "cifar-10-batches-py").mkdir(parents=True, exist_ok=True)
+        (Path(root) / "cifar-10-python.tar.gz").write_bytes(b"partial")
         raise OSError("Name or service not known")
 
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("kept")
     with pytest.raises(DatasetError, match="could not download cifar10 into .*Name or service"):
         readers.download("cifar10", tmp_path)
+    with pytest.raises(DatasetError, match="could not download cifar10 into .*Name or service"):
+        readers.download("cifar10", tmp_path / "new" / "data")
+    # what the failed downloads made is gone, what was there stays
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["mine", "mine/notes.txt"]
 
 
 def test_download_refuses_datasets_torchvision_cannot_fetch(tmp_path):

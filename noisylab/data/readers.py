@@ -443,6 +443,17 @@ def read_cifar_n(path, key) -> np.ndarray:
 # ----------------------------------------------------------------------------- download
 
 
+def _remove_new(top: Path, before: set) -> None:
+    """What a failed download made under ``top`` (empty folders, partial files), deepest first;
+    what was there before stays."""
+    import contextlib
+
+    made = ({top} if top.exists() else set()) | (set(top.rglob("*")) if top.is_dir() else set())
+    for path in sorted(made - before, key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            path.rmdir() if path.is_dir() and not path.is_symlink() else path.unlink()
+
+
 def download(name: str, root) -> None:
     """Fetch cifar10/cifar100/mnist/svhn into ``root`` with torchvision (needs internet)."""
     root = Path(root).expanduser()
@@ -452,6 +463,8 @@ def download(name: str, root) -> None:
             f"data.download=true works only for {', '.join(classes)}, not {name}; "
             f"place the {name} files under {root} by hand."
         )
+    top = next(p for p in (root, *root.parents) if p.parent.exists())  # the highest folder to be made
+    before = set(top.rglob("*")) | {top} if top.exists() else set()
     try:
         import torchvision.datasets as tv_datasets
 
@@ -465,5 +478,6 @@ def download(name: str, root) -> None:
                 dataset(str(root), train=train, download=True)
     except Exception as e:  # torchvision's message lists every mirror it tried: the first line says why
         first = (str(e).strip().splitlines() or [type(e).__name__])[0].rstrip(".:")
+        _remove_new(top, before)
         raise DatasetError(f"could not download {name} into {root} ({first}); without internet, place the "
                            f"files there by hand (data.download=false).") from None
