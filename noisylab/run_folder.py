@@ -5,7 +5,8 @@ A run folder is *empty*, *unfinished* (``checkpoints/last.ckpt``, no ``results.j
 *identity* — every resolved config key that can change the training trajectory (method and
 settings, data and split, noise, model, protocol and epochs, schedule, quirks, seed, speed
 numerics, trainer limits), plus a hash of each file it names (``contents``: the table, the
-trusted list, the noise files, a ``data=folder`` tree's image paths) — and validates
+trusted list, the noise files, a ``data=folder`` tree's image paths), less the
+``data.trusted_*`` keys for a method that takes no trusted set — and validates
 everything it can, writing nothing. Then
 :func:`decide`, a pure function of (folder state, identity, ``resume``, ``ckpt_path``), says
 what to do:

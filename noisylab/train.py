@@ -214,6 +214,8 @@ def run(cfg: DictConfig) -> dict:
     run_folder.release_locks()
     values = OmegaConf.to_container(cfg, resolve=True)
     mine = {**run_folder.identity(values), **run_folder.contents(values)}  # an edited label file: another run
+    if not method_class(cfg).needs_trusted:  # its trusted-set settings are ignored: no part of what it trains
+        mine = {key: value for key, value in mine.items() if not key.startswith("data.trusted_")}
     decision = run_folder.decide(run_folder.read_state(output_dir), mine, bool(cfg.get("resume", True)),
                                  cfg.get("ckpt_path"))
     if decision.action == run_folder.SKIP:

@@ -118,6 +118,8 @@ def test_a_finished_run_survives_refused_reruns_and_skips_a_repeat(make_cfg, one
             (folder / name).unlink()
     again = run(make_cfg(*FAST, f"paths.output_dir={folder}"))
     assert again.get("skipped") and again["metrics"] == first["metrics"] and files(folder) == before
+    # a setting this method ignores (ce takes no trusted set) is no part of the run: skipped too
+    assert run(make_cfg(*FAST, f"paths.output_dir={folder}", "data.trusted_per_class=3")).get("skipped")
     assert "already holds this run's results: skipped" in capsys.readouterr().out
 
 
