@@ -55,7 +55,8 @@ class LastCheckpoint(Checkpoint):
         return self.dirpath / LAST
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if not trainer.sanity_checking and not trainer.fast_dev_run:
+        # an epoch cut short (trainer.max_time) is no finished epoch: the resume trains it again
+        if not trainer.sanity_checking and not trainer.fast_dev_run and trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
             self.save(trainer)
 
     def save(self, trainer) -> None:

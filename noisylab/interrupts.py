@@ -39,6 +39,19 @@ class Interrupted(BaseException):
         return 128 + self.signum
 
 
+class StoppedEarly(Exception):
+    """Training ended before its last epoch without a signal (``trainer.max_time``, a callback
+    that set ``should_stop``): no results.json (the run is not finished); the same command
+    resumes it from its last finished epoch."""
+
+    exit_status = 3
+
+    def __init__(self, epochs: int, max_epochs: int, why: str) -> None:
+        super().__init__(f"stopped by {why} after {epochs} of {max_epochs} epochs; run the same command again to "
+                         "resume it from its last finished epoch (trainer.max_time may change)")
+        self.epochs, self.max_epochs = epochs, max_epochs
+
+
 @contextlib.contextmanager
 def stop_on_signals():
     """Within the block SIGTERM and SIGINT raise ``Interrupted`` (once: a second signal

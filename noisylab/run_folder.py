@@ -47,6 +47,7 @@ FREE_KEYS = (
     "wandb", "experiment",
     "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps",
     "trainer.default_root_dir", "trainer.accelerator", "trainer.deterministic", "trainer.enable_checkpointing",
+    "trainer.max_time",  # where a run stops (to resume later), not what it trains
     "data.root", "data.download", "data.eval_batch_size", "data.num_workers", "data.on_device",
     "speed.name", "speed.data_on_device",
 )

@@ -629,6 +629,24 @@ def trainer_arguments() -> frozenset[str] | None:
     return None
 
 
+# Trainer arguments whose other values would make the record false (the number of epochs is
+# protocol.epochs: a run cut short by steps is no finished run; test/acc_last10 and the per-epoch
+# CSV need one evaluation at the end of every epoch) or that no method can take (every method
+# steps its optimizers itself, Lightning's manual optimization, which Lightning refuses them for
+# only once fit has started): (allowed values..., why).
+MANUAL = "every method steps its optimizers itself (Lightning's manual optimization)"
+UNSUPPORTED_TRAINER_ARGUMENTS = {
+    "accumulate_grad_batches": (1, None, MANUAL),
+    "gradient_clip_val": (0, 0.0, None, MANUAL),
+    "max_steps": (-1, None, "the number of epochs is set once, as protocol.epochs (a run cut short by steps would be "
+                  "recorded as finished); for a short look use debug=limit or fewer protocol.epochs"),
+    "min_steps": (None, "the number of epochs is set once, as protocol.epochs"),
+    "check_val_every_n_epoch": (1, None, "test/acc_last10 and the per-epoch record need an evaluation every epoch"),
+    "val_check_interval": (1, 1.0, None, "test/acc_last10 and the per-epoch record need one evaluation per epoch, "
+                           "at its end"),
+}
+
+
 def check_trainer_arguments(trainer: dict) -> None:
     accepted = trainer_arguments() if trainer.get("_target_") in LIGHTNING_TRAINERS else None
     if accepted is None:
@@ -638,6 +656,9 @@ def check_trainer_arguments(trainer: dict) -> None:
             close = difflib.get_close_matches(key, sorted(accepted), n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise ConfigError(f"trainer.{key} is not an argument of Lightning's Trainer{hint}.")
+    for key, (*allowed, why) in UNSUPPORTED_TRAINER_ARGUMENTS.items():
+        if key in trainer and not any(type(trainer[key]) is type(value) and trainer[key] == value for value in allowed):
+            raise ConfigError(f"trainer.{key}={trainer[key]} is not supported: {why}.")
 
 
 def _flat(value, key: str) -> dict:

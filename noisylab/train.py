@@ -262,6 +262,7 @@ def run(cfg: DictConfig) -> dict:
         datamodule.save_noisy_labels(output_dir)
     try:
         trainer.fit(method, datamodule=datamodule, ckpt_path=resume_from)
+        check_finished(cfg, trainer)
         # resumed from the final epoch's checkpoint, fit trains nothing: its metrics come from the checkpoint
         fit_metrics = dict(trainer.callback_metrics) or getattr(trainer.checkpoint_callback, "restored_metrics", {})
         # Lightning keeps a key logged in an earlier stage; the record holds the last epoch's statistics
@@ -293,6 +294,18 @@ def run(cfg: DictConfig) -> dict:
     finally:
         finish_wandb()
     return results
+
+
+def check_finished(cfg: DictConfig, trainer) -> None:
+    """A fit that returned before its last epoch (``trainer.max_time``, a callback's stop) is
+    no finished run: no results.json, and the same command resumes it."""
+    from noisylab.interrupts import StoppedEarly
+
+    saver = trainer.checkpoint_callback
+    done = saver.saved_epochs if saver is not None and saver.saved_epochs is not None else trainer.current_epoch
+    if done < trainer.max_epochs:
+        why = f"trainer.max_time={cfg.trainer.max_time}" if cfg.trainer.get("max_time") else "a callback"
+        raise StoppedEarly(done, trainer.max_epochs, why)
 
 
 def skipped(output_dir: Path, notice: str) -> dict:
@@ -431,11 +444,18 @@ def one_task(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from noisylab.interrupts import Interrupted, interrupted_sentence, rank_zero, stop_on_signals
+    from noisylab.interrupts import Interrupted, StoppedEarly, interrupted_sentence, rank_zero, stop_on_signals
 
     with stop_on_signals():  # the handling below runs with further signals ignored
         try:
             results = run(cfg)
+        except StoppedEarly as stop:
+            record_error(cfg, str(stop))
+            if rank_zero():
+                print(f"noisylab: {stop}", file=sys.stderr, flush=True)
+            if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+                return float("nan")  # listed with the failures; the sweep launched again resumes it
+            sys.exit(stop.exit_status)
         except Interrupted as stop:
             overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
             sentence = interrupted_sentence(stop, overrides, Path(cfg.paths.output_dir), cfg.get("ckpt_path"),

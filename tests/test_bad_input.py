@@ -153,8 +153,8 @@ def test_bad_input_is_refused_with_one_sentence(tmp_path, files, overrides, sent
 
 
 HYDRA_CASES = [  # Hydra's own refusals, found by composing once before the run (train.composition_error)
-    (["trainer.gradient_clip_val=1"], "trainer.gradient_clip_val is not a key of the config; to add a new key "
-                                      "write +trainer.gradient_clip_val=1."),
+    (["trainer.detect_anomaly=true"], "trainer.detect_anomaly is not a key of the config; to add a new key "
+                                      "write +trainer.detect_anomaly=true."),
     (["data.foo=1"], "data.foo is not a setting of data; its settings are: name, "),  # not "+data.foo": refused too
     (["data=clothing1m", "data.download=true"], "data.download is not a setting of data; "),
     (["model=bogus"], "model=bogus is not an option of model; the options are: auto, "),

@@ -44,6 +44,18 @@ def signal_at(name: str, epoch: int = 0, batch: int = 0, stage: str = "train"):
     return Send()
 
 
+def stop_at(epoch: int, batch: int):
+    """Sets ``trainer.should_stop`` at ``batch`` of ``epoch``, as ``trainer.max_time`` does when
+    its time is up (a timing-free stand-in for it), never in a resumed run."""
+
+    class Stop(Callback):
+        def on_train_batch_end(self, trainer, module, outputs, batch_, batch_idx):
+            if trainer.ckpt_path is None and trainer.current_epoch == epoch and batch_idx == batch:
+                trainer.should_stop = True
+
+    return Stop()
+
+
 class KillMidSave(LastCheckpoint):
     """Writes half of epoch ``epoch``'s checkpoint, then SIGKILLs its process (a torn write)."""
 

@@ -147,6 +147,34 @@ def test_an_unfinished_run_resumes_by_itself_and_a_changed_trajectory_is_refused
     assert not (folder / "error.txt").exists()
 
 
+def test_a_run_cut_short_is_not_finished_and_resumes_to_the_same_end(make_cfg, one_thread, tmp_path):
+    """trainer.max_time (here a callback that stops as it does, in the middle of an epoch):
+    no results.json, the cut epoch is no checkpoint, and the same command finishes the run as
+    if it had never stopped."""
+    base = [*FAST, "method=coteaching", "protocol.epochs=3"]
+    whole = run(make_cfg(*base))
+    folder = tmp_path / "cut"
+    stop = ["+callbacks.stop._target_=tests.test_resume.stop_at", "+callbacks.stop.epoch=1",
+            "+callbacks.stop.batch=2"]
+    with pytest.raises(SystemExit) as stopped:
+        task(make_cfg(*base, f"paths.output_dir={folder}", *stop, "+trainer.max_time=00:01:00:00"))
+    assert stopped.value.code == 3 and not (folder / "results.json").exists()
+    assert (folder / "error.txt").read_text().startswith("stopped by trainer.max_time=00:01:00:00 after 1 of 3 epochs")
+    resumed = run(make_cfg(*base, f"paths.output_dir={folder}"))  # max_time may change: another time limit
+    assert resumed["resumed_from"] and resumed["metrics"] == whole["metrics"] and resumed["epochs"] == 3
+
+
+@pytest.mark.parametrize("key,value,fine", [("max_steps", 5, -1), ("check_val_every_n_epoch", 2, 1),
+                                            ("val_check_interval", 0.5, 1.0), ("min_steps", 1, "null"),
+                                            ("accumulate_grad_batches", 4, 1), ("gradient_clip_val", 1.0, 0)])
+def test_trainer_arguments_that_would_make_the_record_false_or_cannot_apply_are_refused(make_cfg, key, value, fine):
+    from noisylab.schema import check_config
+
+    with pytest.raises(ConfigError, match=f"trainer.{key}={value} is not supported: "):
+        check_config(make_cfg(*FAST, f"+trainer.{key}={value}"))
+    check_config(make_cfg(*FAST, f"+trainer.{key}={fine}"))
+
+
 def test_an_impossible_run_folder_is_one_sentence(make_cfg, tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(ConfigError, match="cannot be written"):
@@ -190,7 +218,7 @@ def test_a_sweep_launched_again_finishes_only_what_is_unfinished(tmp_path):
     (["-m", "model=mlp,bogus"], "model=bogus is not an option of model"),
     (["-m", "hydra/sweeper=bogus"], "hydra/sweeper=bogus is not an option of hydra/sweeper"),
     (["-m", "seed=0,1", "data.foo=1"], "data.foo is not a setting of data"),
-    (["-m", "seed=0,1", "trainer.gradient_clip_val=1"], "trainer.gradient_clip_val is not a key of the config"),
+    (["-m", "seed=0,1", "trainer.detect_anomaly=true"], "trainer.detect_anomaly is not a key of the config"),
     (["-m", "method=ce,coteaching", "noise=sym20,sym50"], None),
 ])
 def test_hydra_refusals_inside_a_multirun_are_one_sentence_before_any_job(argv, sentence):
