@@ -223,6 +223,27 @@ def lock(folder: Path) -> None:
     _locks[key] = descriptor
 
 
+# What a run writes in its folder: each must be a file, or a folder, if it is already there.
+RUN_FILES = ("results.json", "per_sample.npz", "suspects.csv", "suspects.png", "noisy_labels.npz", "error.txt",
+             "train.log", "wandb_run_id", LOCK, "checkpoints/" + LAST, "csv/metrics.csv", "csv/hparams.yaml",
+             ".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml")
+RUN_FOLDERS = ("checkpoints", "csv", ".hydra", "wandb")
+
+
+def misshapen(folder: Path) -> str | None:
+    """One sentence when ``folder`` holds a folder where a run writes a file (or a file where it
+    makes a folder): found before anything is written, not as a traceback after training."""
+    for name in RUN_FILES:
+        if (folder / name).is_dir():
+            return (f"the run folder {folder} holds a folder {name} where a run writes a file; remove it or choose "
+                    "another folder with hydra.run.dir=<folder>.")
+    for name in RUN_FOLDERS:
+        if (folder / name).exists() and not (folder / name).is_dir():
+            return (f"the run folder {folder} holds a file {name} where a run makes a folder; remove it or choose "
+                    "another folder with hydra.run.dir=<folder>.")
+    return None
+
+
 def release_locks() -> None:
     """Lets go of the folders this process's earlier runs held (a multirun's next job)."""
     import os

@@ -341,8 +341,11 @@ def claim_run_dir(output_dir: Path) -> None:
     while another process runs in it) and marks it as this run's."""
     from noisylab.errors import ConfigError
     from noisylab.interrupts import rank_zero
-    from noisylab.run_folder import lock
+    from noisylab.run_folder import lock, misshapen
 
+    wrong = misshapen(output_dir)
+    if wrong:
+        raise ConfigError(wrong)
     for folder in (output_dir, output_dir / "checkpoints"):  # the checkpoint too: not a late, misleading error
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -640,7 +643,9 @@ def unwritable_run_dir(cfg) -> str | None:
         return f"the run folder {folder} cannot be made: {ancestor} is a file, not a folder; choose another with hydra.run.dir=<folder>."
     if not os.access(ancestor, os.W_OK | os.X_OK):
         return f"the run folder {folder} cannot be made or written: no write permission in {ancestor}; choose another with hydra.run.dir=<folder>."
-    return None
+    from noisylab.run_folder import misshapen
+
+    return misshapen(folder)  # Hydra writes .hydra/ before noisylab runs
 
 
 def multirun_error(argv: list[str]) -> str | None:

@@ -231,3 +231,13 @@ def shipped_configs() -> list[list[str]]:
 @pytest.mark.parametrize("overrides", shipped_configs(), ids=" ".join)
 def test_every_shipped_config_passes_the_schema(make_cfg, overrides):
     check_config(make_cfg(*overrides))
+
+
+def test_a_run_folder_holding_a_file_where_hydra_makes_a_folder_is_one_sentence(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / ".hydra").write_text("a file where Hydra writes its record")
+    done = noisylab(tmp_path / "run", "method=ce")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip() == (f"noisylab: error: the run folder {tmp_path / 'run'} holds a file .hydra where a "
+                                   "run makes a folder; remove it or choose another folder with hydra.run.dir=<folder>.")
+    assert [p.name for p in (tmp_path / "run").iterdir()] == [".hydra"]

@@ -181,8 +181,18 @@ def test_an_impossible_run_folder_is_one_sentence(make_cfg, tmp_path):
         run(make_cfg(*FAST, f"paths.output_dir={tmp_path / 'file' / 'run'}"))
     (tmp_path / "blocked").mkdir()
     (tmp_path / "blocked" / "checkpoints").write_text("a file where the checkpoints go")
-    with pytest.raises(ConfigError, match="blocked/checkpoints cannot be written"):
+    with pytest.raises(ConfigError, match="blocked holds a file checkpoints where a run makes a folder"):
         run(make_cfg(*FAST, f"paths.output_dir={tmp_path / 'blocked'}"))
+    from noisylab.run_folder import RUN_FILES, misshapen
+
+    for name in RUN_FILES:  # a folder where a file goes: refused before training, not a traceback after it
+        folder = tmp_path / name.replace("/", "_")
+        (folder / name).mkdir(parents=True)
+        with pytest.raises(ConfigError, match=f"holds a folder {name} where a run writes a file"):
+            run(make_cfg(*FAST, f"paths.output_dir={folder}"))
+        assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")) == sorted(
+            Path(name).as_posix() for name in [name, *[str(q) for q in Path(name).parents][:-1]])  # untouched
+    assert misshapen(tmp_path / "file") is None and misshapen(tmp_path / "absent") is None
     if os.geteuid() != 0:  # root writes anywhere
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)
