@@ -47,9 +47,15 @@ class StoppedEarly(Exception):
     exit_status = 3
 
     def __init__(self, epochs: int, max_epochs: int, why: str) -> None:
-        super().__init__(f"stopped by {why} after {epochs} of {max_epochs} epochs; run the same command again to "
-                         "resume it from its last finished epoch (trainer.max_time may change)")
-        self.epochs, self.max_epochs = epochs, max_epochs
+        super().__init__(f"stopped by {why} after {epochs} of {max_epochs} epochs")
+        self.epochs, self.max_epochs, self.why = epochs, max_epochs, why
+
+    def sentence(self, sweep_dir: str | None = None) -> str:
+        """With what resumes it: the same command (a multirun's with its folder named, since
+        its default folder is a new one each time)."""
+        again = f"the same command with hydra.sweep.dir={sweep_dir}" if sweep_dir else "the same command"
+        return (f"{self}; run {again} again to resume it from its last finished epoch (trainer.max_time may "
+                "change)")
 
 
 @contextlib.contextmanager

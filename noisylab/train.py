@@ -453,10 +453,12 @@ def one_task(cfg: DictConfig) -> float | None:
         try:
             results = run(cfg)
         except StoppedEarly as stop:
-            record_error(cfg, str(stop))
+            multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+            sentence = stop.sentence(str(Path(HydraConfig.get().sweep.dir).absolute()) if multirun else None)
+            record_error(cfg, sentence)
             if rank_zero():
-                print(f"noisylab: {stop}", file=sys.stderr, flush=True)
-            if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+                print(f"noisylab: {sentence}", file=sys.stderr, flush=True)
+            if multirun:
                 return float("nan")  # listed with the failures; the sweep launched again resumes it
             sys.exit(stop.exit_status)
         except Interrupted as stop:
