@@ -162,6 +162,28 @@ def job_folders(sweep_dir: Path) -> list[Path]:
     return sorted(folders)
 
 
+def not_a_record(run) -> str | None:
+    """What makes a parsed ``results.json`` unusable here (another tool's file, a hand edit),
+    or None: the fields the report reads, with their types."""
+    if not isinstance(run, dict):
+        return f"a JSON {type(run).__name__}, not an object"
+    def kind(value) -> str:
+        return "null" if value is None else type(value).__name__
+
+    for key, wanted in (("method", str), ("data", str), ("metrics", dict), ("noise", dict)):
+        if key not in run:
+            return f"its {key} is missing"
+        if not isinstance(run[key], wanted):
+            return f"its {key} is {kind(run[key])}, expected {wanted.__name__}"
+    for key in ("config", "identity"):
+        if key in run and not isinstance(run[key], dict):
+            return f"its {key} is {kind(run[key])}, expected dict"
+    for name, value in run["metrics"].items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            return f"its metric {name} is {value!r}, not a number"
+    return None
+
+
 def load_jobs(sweep_dir: Path) -> list[Job]:
     """Every job folder below ``sweep_dir``, with its results (or None) and overrides."""
     jobs = []
@@ -174,6 +196,10 @@ def load_jobs(sweep_dir: Path) -> list[Job]:
                     run = json.load(f)
             except (OSError, ValueError) as error:  # truncated or foreign: the job is listed as failed
                 unreadable = f"results.json cannot be read ({type(error).__name__}: {error})"
+            else:
+                wrong = not_a_record(run)
+                if wrong:
+                    run, unreadable = None, f"results.json is not a noisylab record ({wrong})"
         overrides_file = folder / ".hydra" / "overrides.yaml"
         job = Job(folder, run, has_overrides=overrides_file.is_file())
         if job.has_overrides:

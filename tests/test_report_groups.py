@@ -188,6 +188,13 @@ def test_a_sweep_where_every_job_failed_is_an_error(tmp_path, capsys):
     (tmp_path / "1_b" / "results.json").write_text('{"method": "ce", "metr')  # torn by a kill mid-write
     assert report_module.main([str(tmp_path)]) == 2
     assert "1_b (results.json cannot be read (JSONDecodeError" in capsys.readouterr().err
+    for text, says in (("[]", "a JSON list, not an object"), ('{"method": "ce"}', "its data is missing"),
+                       ('{"method": "ce", "data": "x", "metrics": null, "noise": {}}', "its metrics is null, expected dict"),
+                       ('{"method": "ce", "data": "x", "metrics": {"test/acc": "high"}, "noise": {}}',
+                        "its metric test/acc is 'high', not a number")):  # another tool's file, a hand edit
+        (tmp_path / "1_b" / "results.json").write_text(text)
+        assert report_module.main([str(tmp_path)]) == 2
+        assert f"1_b (results.json is not a noisylab record ({says}))" in capsys.readouterr().err
 
 
 def test_ck_sweep_files_hold_the_study_grid_and_the_slide_numbers():
