@@ -70,11 +70,17 @@ def run_points(run_dir: Path) -> np.ndarray:
     from omegaconf import OmegaConf
 
     from noisylab.data.sources import load_source
+    from noisylab.errors import NoisyLabError
 
-    results = json.loads((run_dir / "results.json").read_text())
-    split = np.load(run_dir / "noisy_labels.npz")
-    source = load_source(OmegaConf.create(results["config"]["data"]))
-    return source.x_train[split["train_index"]]
+    try:
+        results = json.loads((run_dir / "results.json").read_text())
+        with np.load(run_dir / "noisy_labels.npz", allow_pickle=False) as split:
+            train_index = split["train_index"]
+        source = load_source(OmegaConf.create(results["config"]["data"]))
+        return source.x_train[train_index]
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as error:  # a torn or foreign record
+        raise NoisyLabError(f"{run_dir} does not hold a readable finished run to draw ({type(error).__name__}: "
+                            f"{error}).") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,14 +95,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"plot_weights: error: {run_dir} is not a finished run (no per_sample.npz or results.json).",
               file=sys.stderr)
         return 2
-    per_sample = np.load(per_sample_path)
+    from noisylab.errors import NoisyLabError
+    from noisylab.suspects import read_per_sample
+
+    try:
+        per_sample = read_per_sample(per_sample_path)
+        points = run_points(run_dir)
+    except NoisyLabError as error:
+        print(f"plot_weights: error: {error}", file=sys.stderr)
+        return 2
     key = args.key or next((k for k in WEIGHT_KEYS if k in per_sample), None)
     if key not in per_sample:
         wanted = repr(key) if key else f"named {', '.join(WEIGHT_KEYS)} (pass --key)"
-        print(f"plot_weights: error: per_sample.npz has no array {wanted}; it has {', '.join(per_sample.files)}.",
+        print(f"plot_weights: error: per_sample.npz has no array {wanted}; it has {', '.join(per_sample) or 'none'}.",
               file=sys.stderr)
         return 2
-    points = run_points(run_dir)
     if points.ndim != 2 or points.shape[1] != 2:
         print(f"plot_weights: error: the run's inputs have shape {points.shape[1:]}, not 2-D points (use data=toy2d).",
               file=sys.stderr)

@@ -68,12 +68,32 @@ def after_run(run_dir) -> Path | None:
 # ----------------------------------------------------------------------------- ranking
 
 
-def load_run(run_dir) -> dict[str, np.ndarray]:
-    path = Path(run_dir) / PER_SAMPLE
+def read_per_sample(path: Path) -> dict[str, np.ndarray]:
+    """A run's ``per_sample.npz``, or one sentence: not found, not an .npz of plain arrays
+    (torn, another tool's file), or arrays of different lengths (one entry per sample)."""
+    import zipfile
+
     if not path.is_file():
         raise NoisyLabError(f"{path} not found: give the folder of a finished noisylab run (it writes {PER_SAMPLE}).")
-    with np.load(path, allow_pickle=False) as data:
-        run = {key: data[key] for key in data.files}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except OSError as error:
+        raise NoisyLabError(f"{path} cannot be read ({error.strerror or error}).") from None
+    except (ValueError, EOFError, zipfile.BadZipFile):  # numpy calls any non-archive "pickled data"
+        raise NoisyLabError(f"{path} is not a noisylab {PER_SAMPLE}: not an .npz archive of plain arrays (torn, "
+                            "or another tool's file).") from None
+    lengths = {key: len(value) for key, value in arrays.items() if value.ndim >= 1 and key != "class_names"}
+    if len(set(lengths.values())) > 1:
+        counts = ", ".join(f"{key} {n}" for key, n in lengths.items())
+        raise NoisyLabError(f"{path} holds arrays of different lengths ({counts}): one entry per training sample "
+                            "expected.")
+    return arrays
+
+
+def load_run(run_dir) -> dict[str, np.ndarray]:
+    path = Path(run_dir) / PER_SAMPLE
+    run = read_per_sample(path)
     missing = [key for key in ("y", "predicted_label") if key not in run]
     if missing:
         raise NoisyLabError(f"{path} has no {' or '.join(missing)}: it was written by an older noisylab; "

@@ -36,6 +36,25 @@ def _fake_run(folder: Path, score, y, y_true):
     return str(folder)
 
 
+def test_a_broken_per_sample_file_is_one_sentence(tmp_path, capsys):
+    from noisylab import plot_weights
+
+    folder = Path(_fake_run(tmp_path / "a", [0.9, 0.1], [0, 1], [0, 0]))
+    (folder / "results.json").write_text("{}")
+    for content, says in ((b"text, not an archive", "is not a noisylab per_sample.npz: not an .npz archive"),
+                          (None, "holds arrays of different lengths (y 2, y_true 2, clean_score 2, predicted_label 2, "
+                                 "clean_flag 2, weights 3)")):
+        if content is None:
+            np.savez(folder / "per_sample.npz", **{**dict(np.load(tmp_path / "kept.npz")), "weights": np.ones(3)})
+        else:
+            (folder / "per_sample.npz").rename(tmp_path / "kept.npz")
+            (folder / "per_sample.npz").write_bytes(content)
+        assert suspects.main([str(folder), "--no-image"]) == 2
+        assert says in capsys.readouterr().err
+        assert plot_weights.main([str(folder)]) == 2
+        assert says in capsys.readouterr().err
+
+
 def test_agreement_ranks_by_the_mean_rank_over_runs(tmp_path, capsys):
     y, y_true = [0, 1, 0, 1], [0, 0, 1, 1]  # samples 1 and 2 are mislabelled
     first = _fake_run(tmp_path / "a", [0.9, 0.1, 0.5, 0.3], y, y_true)   # ranks: 3, 0, 2, 1
