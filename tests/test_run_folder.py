@@ -164,6 +164,24 @@ def test_a_run_cut_short_is_not_finished_and_resumes_to_the_same_end(make_cfg, o
     assert resumed["resumed_from"] and resumed["metrics"] == whole["metrics"] and resumed["epochs"] == 3
 
 
+def test_a_file_backed_run_with_loader_workers_resumes_to_the_same_end(make_cfg, one_thread, tmp_path):
+    """Images decoded and augmented in DataLoader worker processes: the workers' random
+    streams come from the main one (in the checkpoint) each epoch, so a resume ends as an
+    uninterrupted run (persistent workers carried them across epochs, and a resume differed)."""
+    from tests.fixtures_web import write_image_folder
+
+    write_image_folder(tmp_path / "mine", per_class=12)
+    base = [*FAST, "method=coteaching", "protocol.epochs=3", "data=folder", f"data.root={tmp_path / 'mine'}",
+            "model=mlp", "data.resize=8", "data.crop_size=8", "data.num_workers=1", "protocol.batch_size=8",
+            "noise=sym20"]
+    whole = run(make_cfg(*base, f"paths.output_dir={tmp_path / 'whole'}"))
+    stop = ["+callbacks.stop._target_=tests.test_resume.stop_at", "+callbacks.stop.epoch=1", "+callbacks.stop.batch=1"]
+    with pytest.raises(SystemExit):
+        task(make_cfg(*base, f"paths.output_dir={tmp_path / 'cut'}", *stop))
+    resumed = run(make_cfg(*base, f"paths.output_dir={tmp_path / 'cut'}"))
+    assert resumed["resumed_from"] and resumed["metrics"] == whole["metrics"]
+
+
 @pytest.mark.parametrize("key,value,fine", [("max_steps", 5, -1), ("check_val_every_n_epoch", 2, 1),
                                             ("val_check_interval", 0.5, 1.0), ("min_steps", 1, "null"),
                                             ("accumulate_grad_batches", 4, 1), ("gradient_clip_val", 1.0, 0)])

@@ -175,9 +175,12 @@ def file_splits(source, cfg, noise_cfg, trusted_per_class: int, seed: int = 0):
             if balanced_batches:
                 sampler = BalancedEpochSampler(dataset.labels, balanced_batches * batch_size, int(cfg.get("split_seed", 0)))
                 shuffle = False
+            # Workers start afresh each epoch, seeded from the main random stream (kept in the checkpoint):
+            # persistent ones would carry their augmentation streams across epochs, which a resume cannot
+            # restore (a resumed run would not end as an uninterrupted one).
             return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler,
                               drop_last=drop_last, num_workers=workers, pin_memory=torch.cuda.is_available(),
-                              persistent_workers=workers > 0)
+                              persistent_workers=False)
         make.dataset = dataset
         return make
 
