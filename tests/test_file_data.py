@@ -67,5 +67,10 @@ def test_clothing1m_refuses_synthetic_noise(make_cfg, tmp_path):
 
 def test_balanced_sampler_draws_every_class_equally():
     labels = np.repeat(np.arange(4), [100, 10, 50, 40])
-    drawn = labels[list(BalancedEpochSampler(labels, 40, seed=0))]
-    assert np.bincount(drawn, minlength=4).tolist() == [10, 10, 10, 10]
+    torch.manual_seed(0)
+    keys = list(BalancedEpochSampler(labels, 40))
+    seeds, drawn = {seed for seed, _ in keys}, labels[[i for _, i in keys]]
+    assert np.bincount(drawn, minlength=4).tolist() == [10, 10, 10, 10] and len(seeds) == 1
+    torch.manual_seed(0)
+    assert list(BalancedEpochSampler(labels, 40)) == keys  # a function of the main random stream alone
+    assert list(BalancedEpochSampler(labels, 40)) != keys  # and another draw each epoch

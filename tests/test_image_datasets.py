@@ -213,6 +213,26 @@ def test_a_corrupt_image_names_its_file(make_cfg, tmp_path):
         dataset[position]
 
 
+def test_a_pass_over_the_training_images_is_unaugmented_and_augmentation_is_keyed_by_seed_and_index(
+        make_cfg, tmp_path):
+    """The methods' pass over the training set (small-loss scoring, DivideMix's GMM) sees the
+    evaluation transform, as their official code's test transform; training batches draw each
+    image's crop and flip from (the epoch's seed, its index), whatever the main stream does."""
+    import torch
+
+    write_image_folder(tmp_path / "mine", per_class=6)
+    dm = build_datamodule(make_cfg("data=folder", f"data.root={tmp_path / 'mine'}", *SMALL))
+    dm.prepare()
+    first, second = (torch.cat([b["x"] for b in dm.ordered_train_batches(4)]) for _ in range(2))
+    assert torch.equal(first, second)
+    images = dm.train.dataset
+    torch.manual_seed(1)
+    one = images[(7, 3)]["x"]
+    torch.manual_seed(2)
+    assert torch.equal(images[(7, 3)]["x"], one)
+    assert any(not torch.equal(images[(seed, 3)]["x"], one) for seed in range(8, 20))
+
+
 def test_a_missing_image_is_refused_before_the_run_starts(make_cfg, tmp_path):
     """Every listed image is checked when the data is prepared (before the run folder is
     touched), not found missing in the middle of training."""

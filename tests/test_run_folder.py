@@ -165,9 +165,10 @@ def test_a_run_cut_short_is_not_finished_and_resumes_to_the_same_end(make_cfg, o
 
 
 def test_a_file_backed_run_with_loader_workers_resumes_to_the_same_end(make_cfg, one_thread, tmp_path):
-    """Images decoded and augmented in DataLoader worker processes: the workers' random
-    streams come from the main one (in the checkpoint) each epoch, so a resume ends as an
-    uninterrupted run (persistent workers carried them across epochs, and a resume differed)."""
+    """Images decoded and augmented in DataLoader worker processes: each image's augmentation
+    has a seed of its own (the epoch's draw from the checkpointed main stream, its index), so
+    neither the number of workers nor a resume changes the run (persistent workers carried
+    their own streams across epochs, and a resume differed)."""
     from tests.fixtures_web import write_image_folder
 
     write_image_folder(tmp_path / "mine", per_class=12)
@@ -175,6 +176,8 @@ def test_a_file_backed_run_with_loader_workers_resumes_to_the_same_end(make_cfg,
             "model=mlp", "data.resize=8", "data.crop_size=8", "data.num_workers=1", "protocol.batch_size=8",
             "noise=sym20"]
     whole = run(make_cfg(*base, f"paths.output_dir={tmp_path / 'whole'}"))
+    in_process = run(make_cfg(*base, "data.num_workers=0", f"paths.output_dir={tmp_path / 'no_workers'}"))
+    assert in_process["metrics"] == whole["metrics"]
     stop = ["+callbacks.stop._target_=tests.test_resume.stop_at", "+callbacks.stop.epoch=1", "+callbacks.stop.batch=1"]
     with pytest.raises(SystemExit):
         task(make_cfg(*base, f"paths.output_dir={tmp_path / 'cut'}", *stop))

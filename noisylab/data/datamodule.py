@@ -151,7 +151,7 @@ class NoisyDataModule(pl.LightningDataModule):
         self.prepare()
         size = int(batch_size or self.eval_batch_size)
         if not isinstance(self.train, dict):
-            yield from self.train(batch_size=size, shuffle=False, drop_last=False)
+            yield from self.train(batch_size=size, shuffle=False, drop_last=False, augment=False)
             return
         yield from TensorBatches(self.train, size, shuffle=False)
 

@@ -11,6 +11,7 @@ usual protocol (DivideMix, ELR+) at 256/224. ``data.batches_per_epoch``: each ep
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -22,43 +23,86 @@ from noisylab.noise import make_noisy_labels, realised
 
 
 class ImageFiles(Dataset):
-    """(path, label, clean label) triples -> ``{x, y, index, y_true}``."""
+    """(path, label, clean label) triples -> ``{x, y, index, y_true}``. A key is an index, or
+    ``(seed, index)`` from :class:`SeededOrder`: the random transform then draws from a stream
+    of its own, seeded by both, so that a sample's augmentation depends neither on the number of
+    loader workers nor on which worker decodes it (a resumed run ends as an uninterrupted one)."""
 
-    def __init__(self, images, paths, labels, clean, transform):
+    def __init__(self, images, paths, labels, clean, transform, unaugmented=None):
         self.root, self.name, self.hint = images.root, images.name, images.hint
         self.paths, self.transform = list(paths), transform
         self.labels = np.asarray(labels, dtype=np.int64)
         self.clean = np.asarray(clean, dtype=np.int64)
+        self.unaugmented_transform = unaugmented  # None: the transform is deterministic already
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> dict:
+    def unaugmented(self) -> ImageFiles:
+        """The same images through the evaluation transform (a pass over the training set)."""
+        if self.unaugmented_transform is None:
+            return self
+        plain = copy.copy(self)
+        plain.transform, plain.unaugmented_transform = self.unaugmented_transform, None
+        return plain
+
+    def __getitem__(self, key) -> dict:
         from noisylab.data.readers import load_image
 
+        seed, i = key if isinstance(key, tuple) else (None, key)
         image = load_image(self.root, self.paths[i], self.name, self.hint)
-        return {"x": self.transform(image), "y": int(self.labels[i]), "index": i, "y_true": int(self.clean[i])}
+        if seed is None:
+            x = self.transform(image)
+        else:
+            with torch.random.fork_rng(devices=[]):  # the main stream is left as it was (CPU only: 1 us)
+                torch.default_generator.manual_seed(int(np.random.SeedSequence([seed, i]).generate_state(1)[0]))
+                x = self.transform(image)
+        return {"x": x, "y": int(self.labels[i]), "index": i, "y_true": int(self.clean[i])}
 
 
-class BalancedEpochSampler(Sampler[int]):
-    """Each epoch, ``num_samples`` indices drawn class-balanced (without replacement)."""
+def _epoch_seed() -> int:
+    """One draw from the main random stream (seeded by the run's seed, kept in every checkpoint)."""
+    return int(torch.randint(0, 2**62, (1,)).item())
 
-    def __init__(self, labels: np.ndarray, num_samples: int, seed: int = 0):
+
+class SeededOrder(Sampler):
+    """Each epoch: the order of the samples (shuffled or not) and a seed that goes with each
+    (``(seed, index)`` keys), both from one draw of the main random stream."""
+
+    def __init__(self, size: int, shuffle: bool):
+        self.size, self.shuffle = int(size), bool(shuffle)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        seed = _epoch_seed()
+        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(seed)).tolist() if self.shuffle \
+            else range(self.size)
+        return ((seed, i) for i in order)
+
+
+class BalancedEpochSampler(Sampler):
+    """Each epoch, ``num_samples`` indices drawn class-balanced (without replacement), as
+    ``(seed, index)`` keys drawn like :class:`SeededOrder`'s."""
+
+    def __init__(self, labels: np.ndarray, num_samples: int):
         self.labels, self.num_samples = np.asarray(labels), int(num_samples)
-        self.rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
         return self.num_samples
 
     def __iter__(self):
+        seed = _epoch_seed()
+        rng = np.random.default_rng(seed)
         classes = np.unique(self.labels)
         per_class = -(-self.num_samples // len(classes))
         picked = []
         for c in classes:
             members = np.flatnonzero(self.labels == c)
-            picked.append(self.rng.permutation(members)[:per_class])
-        order = self.rng.permutation(np.concatenate(picked))[: self.num_samples]
-        return iter(order.tolist())
+            picked.append(rng.permutation(members)[:per_class])
+        order = rng.permutation(np.concatenate(picked))[: self.num_samples]
+        return ((seed, i) for i in order.tolist())
 
 
 def image_transforms(cfg, mean, std):
@@ -170,17 +214,19 @@ def file_splits(source, cfg, noise_cfg, trusted_per_class: int, seed: int = 0):
     workers = int(cfg.get("num_workers", 4))
 
     def factory(dataset, balanced_batches=None):
-        def make(batch_size, shuffle, drop_last=False):
+        def make(batch_size, shuffle, drop_last=False, augment=True):
+            """``augment=False``: the evaluation transform, in index order (a pass over the set)."""
+            chosen = dataset if augment else dataset.unaugmented()
             sampler = None
-            if balanced_batches:
-                sampler = BalancedEpochSampler(dataset.labels, balanced_batches * batch_size, int(cfg.get("split_seed", 0)))
-                shuffle = False
-            # Workers start afresh each epoch, seeded from the main random stream (kept in the checkpoint):
-            # persistent ones would carry their augmentation streams across epochs, which a resume cannot
-            # restore (a resumed run would not end as an uninterrupted one).
-            return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler,
-                              drop_last=drop_last, num_workers=workers, pin_memory=torch.cuda.is_available(),
-                              persistent_workers=False)
+            if augment and balanced_batches:
+                sampler = BalancedEpochSampler(dataset.labels, balanced_batches * batch_size)
+            elif shuffle or chosen.unaugmented_transform is not None:  # random order or random transform
+                sampler = SeededOrder(len(chosen), shuffle)
+            # generator: the loader's own draw (its workers' base seed) leaves the main stream alone, which
+            # it would consume once per epoch or once in all (persistent workers), by the number of workers
+            return DataLoader(chosen, batch_size=batch_size, sampler=sampler, drop_last=drop_last, num_workers=workers,
+                              pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
+                              generator=torch.Generator().manual_seed(0))
         make.dataset = dataset
         return make
 
@@ -188,7 +234,7 @@ def file_splits(source, cfg, noise_cfg, trusted_per_class: int, seed: int = 0):
     noisy = realised(clean[known], labels[known], source.num_classes)
     checked = flags >= 0  # every training label; the rate over the labels known right or wrong
     noisy = type(noisy)(labels, noisy.transition, float(np.mean(flags[checked] == 0)) if checked.any() else 0.0)
-    train_set = factory(ImageFiles(images, paths, labels, clean, train_tf), cfg.get("batches_per_epoch"))
+    train_set = factory(ImageFiles(images, paths, labels, clean, train_tf, eval_tf), cfg.get("batches_per_epoch"))
     val_set = factory(ImageFiles(images, *val, val_clean, eval_tf)) if val is not None else None
     test_set = factory(ImageFiles(images, *test, test[1], eval_tf))
     trusted = None
@@ -207,6 +253,6 @@ def file_splits(source, cfg, noise_cfg, trusted_per_class: int, seed: int = 0):
                                   f"{images.name}'s clean images ({len(members)}).")
             picked.extend(members[:trusted_per_class].tolist())
         chosen_paths, chosen = _take(pool, picked)
-        trusted = factory(ImageFiles(images, chosen_paths, chosen, chosen, train_tf))
+        trusted = factory(ImageFiles(images, chosen_paths, chosen, chosen, train_tf, eval_tf))
     check_images(images, [loader and loader.dataset for loader in (train_set, val_set, trusted, test_set)])
     return train_set, val_set, trusted, test_set, noisy, flags
