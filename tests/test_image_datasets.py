@@ -137,6 +137,15 @@ def test_table_with_names_splits_and_clean_labels(make_cfg, tmp_path):
     assert excel.class_names == images.class_names and excel.train[0] == images.train[0]
 
 
+def test_a_table_with_integer_labels_has_no_gap(tmp_path):
+    (tmp_path / "labels.csv").write_text("path,label\na.png,0\nb.png,3\nc.png,03\n")
+    with pytest.raises(DatasetError, match="integer labels name classes 0..3, but no row has class 1, 2; number"):
+        image_lists.read_table(tmp_path / "labels.csv")
+    (tmp_path / "labels.csv").write_text("path,label\na.png,0\nb.png,1\nc.png,02\n")  # "02" is class 2
+    table = image_lists.read_table(tmp_path / "labels.csv")
+    assert table.class_names == ["0", "1", "2"] and table.train[1].tolist() == [0, 1, 2]
+
+
 @pytest.mark.parametrize("extra,says", [
     ("cats/a.png,dog", "lines 2 and 4 list cats/a.png with labels cat and dog"),  # two annotators' votes
     ("./cats/a.png,cat,test", "lines 2 and 4 list ./cats/a.png in split train and test"),  # a test image trained on
