@@ -23,6 +23,7 @@ from noisylab.methods.dynamic_bootstrapping import (
 )
 from noisylab.train import run
 from tests.conftest import tiny_method
+from tests.test_method_contract import stopped_run
 from tests.test_report_groups import write_job
 from tests.test_selection_methods import compose_sweep, subtrees
 
@@ -168,7 +169,7 @@ def test_a_run_stopped_inside_bootstrapping_resumes_as_if_never_stopped(make_cfg
     of 4, resumed from its last checkpoint (the augmented pass draws from the random streams)."""
     base = [*FAST, f"method={method}", *extra]
     whole = run(make_cfg(*base))
-    stopped = run(make_cfg(*base, *STOP))
+    stopped = stopped_run(make_cfg(*base, *STOP))
     assert stopped["epochs"] == 3 and stopped["metrics"]["train/stage"] == (1.0 if method == "dyr_h" else 2.0)
     resumed = run(make_cfg(*base, f"ckpt_path={stopped['run_dir']}/checkpoints/last.ckpt"))
     assert resumed["epochs"] == whole["epochs"] == 4

@@ -288,11 +288,11 @@ def test_a_stopped_run_resumes_exactly(make_cfg, one_thread):
     from pathlib import Path
 
     from noisylab.train import run
-    from tests.test_method_contract import network_weights
+    from tests.test_method_contract import network_weights, stopped_run
 
     base = ["debug=fast", "data=digits", "method=ieg", "protocol.epochs=3", "data.augment=crop", "+data.padding=1"]
     whole = run(make_cfg(*base))
-    stopped = run(make_cfg(*base, "+callbacks.stop._target_=tests.test_method_contract.stop_after",
+    stopped = stopped_run(make_cfg(*base, "+callbacks.stop._target_=tests.test_method_contract.stop_after",
                            "+callbacks.stop.epochs=2"))
     resumed = run(make_cfg(*base, f"ckpt_path={stopped['run_dir']}/checkpoints/last.ckpt"))
     assert (stopped["epochs"], resumed["epochs"]) == (2, 3)

@@ -12,6 +12,7 @@ from noisylab.methods.joint_opt import JointOptimization, averaged_labels, joint
 from noisylab.methods.pencil import PENCIL, pencil_loss
 from noisylab.train import run
 from tests.conftest import tiny_method
+from tests.test_method_contract import stopped_run
 
 LOGITS = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3], [-1.0, 3.0, 0.0], [1.0, 1.0, 1.0]])
 Y = torch.tensor([0, 2, 0, 1])
@@ -176,7 +177,7 @@ def test_a_run_stopped_inside_a_later_stage_resumes_exactly(make_cfg, one_thread
                                 ("pencil", 2, ["method.stage1=1", "method.stage2=3", "protocol.epochs=4"])):
         base = [*FAST, f"method={method}", "method.begin=1" if method == "joint_opt" else "method.k=10", *extra]
         whole = run(make_cfg(*base))
-        stopped = run(make_cfg(*base, "+callbacks.stop._target_=tests.test_method_contract.stop_after",
+        stopped = stopped_run(make_cfg(*base, "+callbacks.stop._target_=tests.test_method_contract.stop_after",
                                f"+callbacks.stop.epochs={stop}"))
         assert stopped["epochs"] == stop
         resumed = run(make_cfg(*base, f"ckpt_path={stopped['run_dir']}/checkpoints/last.ckpt"))

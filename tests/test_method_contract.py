@@ -130,6 +130,22 @@ def stop_after(epochs: int):
     return StopAfter(epochs).callback
 
 
+def stopped_run(cfg) -> dict:
+    """Runs ``cfg`` (with the ``stop_after`` callback) to its stop. The run is not finished
+    (no results.json: ``StoppedEarly``); returns its folder, the epochs its last.ckpt holds and
+    the metrics of its last epoch, as kept in that checkpoint."""
+    from noisylab.interrupts import StoppedEarly
+
+    with pytest.raises(StoppedEarly) as stop:
+        run(cfg)
+    folder = Path(cfg.paths.output_dir)
+    assert not (folder / "results.json").exists()
+    held = torch.load(folder / "checkpoints" / "last.ckpt", weights_only=False)["callbacks"]
+    state = next(value for key, value in held.items() if "LastCheckpoint" in key)
+    assert state["epochs"] == stop.value.epochs
+    return {"run_dir": str(folder), "epochs": state["epochs"], "metrics": state["metrics"]}
+
+
 # Every method, with its stages shortened so that 4 epochs reach the last one.
 STOPPED_INSIDE_A_STAGE = [
     ("coteaching_plus", ["method.init_epoch=1"]), ("jocor", []), ("coteaching", []), ("decoupling", []),
@@ -160,7 +176,7 @@ def test_a_run_stopped_inside_a_later_stage_resumes_as_if_never_stopped(make_cfg
     if method == "ce":  # augmentation and dropout: the random streams must continue exactly
         base += ["+data.padding=1", "protocol.augment=null"]
     whole = run(make_cfg(*base))
-    stopped = run(make_cfg(*base, "+callbacks.stop._target_=tests.test_method_contract.stop_after",
+    stopped = stopped_run(make_cfg(*base, "+callbacks.stop._target_=tests.test_method_contract.stop_after",
                            "+callbacks.stop.epochs=3"))
     assert stopped["epochs"] == 3
     resumed = run(make_cfg(*base, f"ckpt_path={stopped['run_dir']}/checkpoints/last.ckpt"))

@@ -11,7 +11,7 @@ from noisylab.methods.sop import sop_loss
 from noisylab.methods.t_revision import reweighted_loss
 from noisylab.methods.volminnet import diagonally_dominant, transition_error, volmin_loss
 from noisylab.train import run
-from tests.test_method_contract import FAST, network_weights
+from tests.test_method_contract import FAST, network_weights, stopped_run
 
 
 def test_sop_loss_and_its_gradients_match_a_hand_computed_case():
@@ -83,7 +83,7 @@ def test_sop_moves_only_the_batch_rows_and_resumes_exactly(make_cfg, one_thread)
         assert (before["u"][index] != after["u"][index]).all()
     assert any((before["v"][index] != after["v"][index]).any() for index, before, after in ROWS)
 
-    stopped = run(make_cfg(*base, "+callbacks.stop._target_=tests.test_method_contract.stop_after",
+    stopped = stopped_run(make_cfg(*base, "+callbacks.stop._target_=tests.test_method_contract.stop_after",
                            "+callbacks.stop.epochs=2"))
     resumed = run(make_cfg(*base, f"ckpt_path={stopped['run_dir']}/checkpoints/last.ckpt"))
     assert resumed["epochs"] == 3
@@ -170,7 +170,7 @@ def test_t_revision_resumes_exactly_inside_the_revision_stage(make_cfg, one_thre
     base = [*FAST, "method=t_revision", "protocol.epochs=4", "method.estimate_epochs=1", "method.reweight_epochs=1",
             "method.revision_lr=0.01", "method.slack_optimizer.lr=0.01"]
     whole = run(make_cfg(*base))
-    stopped = run(make_cfg(*base, "+callbacks.stop._target_=tests.test_method_contract.stop_after",
+    stopped = stopped_run(make_cfg(*base, "+callbacks.stop._target_=tests.test_method_contract.stop_after",
                            "+callbacks.stop.epochs=3"))
     resumed = run(make_cfg(*base, f"ckpt_path={stopped['run_dir']}/checkpoints/last.ckpt"))
     states = same_end(whole, resumed)

@@ -6,6 +6,7 @@ import torch
 from noisylab.methods.base import LNLMethod
 from noisylab.train import run
 from tests.conftest import shuffle_y_true
+from tests.test_method_contract import stopped_run
 
 FAST = ["debug=fast", "protocol.epochs=3"]
 
@@ -50,7 +51,7 @@ def test_wandb_logs_offline_into_the_run_dir_without_a_key(make_cfg, monkeypatch
 
 
 def test_a_run_resumes_from_its_checkpoint_with_its_history(make_cfg, monkeypatch):
-    first = run(make_cfg("debug=fast", "protocol.epochs=4", "+callbacks.stop._target_=tests.test_method_contract.stop_after",
+    first = stopped_run(make_cfg("debug=fast", "protocol.epochs=4", "+callbacks.stop._target_=tests.test_method_contract.stop_after",
                          "+callbacks.stop.epochs=2"))
     checkpoint = f"{first['run_dir']}/checkpoints/last.ckpt"
     captured = {}
