@@ -46,14 +46,16 @@ class StoppedEarly(Exception):
 
     exit_status = 3
 
-    def __init__(self, epochs: int, max_epochs: int, why: str) -> None:
+    def __init__(self, epochs: int, max_epochs: int, why: str, resumable: bool = True) -> None:
         super().__init__(f"stopped by {why} after {epochs} of {max_epochs} epochs")
-        self.epochs, self.max_epochs, self.why = epochs, max_epochs, why
+        self.epochs, self.max_epochs, self.why, self.resumable = epochs, max_epochs, why, resumable
 
     def sentence(self, sweep_dir: str | None = None) -> str:
         """With what resumes it: the same command (a multirun's with its folder named, since
         its default folder is a new one each time)."""
         again = f"the same command with hydra.sweep.dir={sweep_dir}" if sweep_dir else "the same command"
+        if not self.resumable:
+            return f"{self}; it kept no checkpoint (callbacks=none), so {again} starts it over"
         return (f"{self}; run {again} again to resume it from its last finished epoch (trainer.max_time may "
                 "change)")
 

@@ -302,10 +302,13 @@ def check_finished(cfg: DictConfig, trainer) -> None:
     from noisylab.interrupts import StoppedEarly
 
     saver = trainer.checkpoint_callback
-    done = saver.saved_epochs if saver is not None and saver.saved_epochs is not None else trainer.current_epoch
+    if saver is not None and saver.saved_epochs is not None:
+        done = saver.saved_epochs  # whole epochs, as the checkpoint holds them
+    else:  # callbacks=none: Lightning counts an epoch cut short as completed
+        done = trainer.current_epoch - (0 if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch else 1)
     if done < trainer.max_epochs:
         why = f"trainer.max_time={cfg.trainer.max_time}" if cfg.trainer.get("max_time") else "a callback"
-        raise StoppedEarly(done, trainer.max_epochs, why)
+        raise StoppedEarly(done, trainer.max_epochs, why, resumable=saver is not None)
 
 
 def skipped(output_dir: Path, notice: str) -> dict:

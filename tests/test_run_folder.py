@@ -162,6 +162,12 @@ def test_a_run_cut_short_is_not_finished_and_resumes_to_the_same_end(make_cfg, o
     assert (folder / "error.txt").read_text().startswith("stopped by trainer.max_time=00:01:00:00 after 1 of 3 epochs")
     resumed = run(make_cfg(*base, f"paths.output_dir={folder}"))  # max_time may change: another time limit
     assert resumed["resumed_from"] and resumed["metrics"] == whole["metrics"] and resumed["epochs"] == 3
+    # without a checkpoint callback Lightning counts the cut epoch as done: still not finished
+    with pytest.raises(SystemExit):
+        task(make_cfg(*base, f"paths.output_dir={tmp_path / 'none'}", "callbacks=none", *stop))
+    assert (tmp_path / "none" / "error.txt").read_text().startswith(
+        "stopped by a callback after 1 of 3 epochs; it kept no checkpoint (callbacks=none), so the same command "
+        "starts it over")
 
 
 def test_a_file_backed_run_with_loader_workers_resumes_to_the_same_end(make_cfg, one_thread, tmp_path):
