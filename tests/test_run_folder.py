@@ -147,7 +147,7 @@ def test_an_unfinished_run_resumes_by_itself_and_a_changed_trajectory_is_refused
     assert not (folder / "error.txt").exists()
 
 
-def test_a_run_cut_short_is_not_finished_and_resumes_to_the_same_end(make_cfg, one_thread, tmp_path):
+def test_a_run_cut_short_is_not_finished_and_resumes_to_the_same_end(make_cfg, one_thread, tmp_path, capsys):
     """trainer.max_time (here a callback that stops as it does, in the middle of an epoch):
     no results.json, the cut epoch is no checkpoint, and the same command finishes the run as
     if it had never stopped."""
@@ -156,9 +156,12 @@ def test_a_run_cut_short_is_not_finished_and_resumes_to_the_same_end(make_cfg, o
     folder = tmp_path / "cut"
     stop = ["+callbacks.stop._target_=tests.test_resume.stop_at", "+callbacks.stop.epoch=1",
             "+callbacks.stop.batch=2"]
+    capsys.readouterr()
     with pytest.raises(SystemExit) as stopped:
         task(make_cfg(*base, f"paths.output_dir={folder}", *stop, "+trainer.max_time=00:01:00:00"))
     assert stopped.value.code == 3 and not (folder / "results.json").exists()
+    printed = capsys.readouterr().out  # one line per whole epoch, none for the cut one
+    assert "epoch 1/3 |" in printed and "epoch 2/3 |" not in printed
     assert (folder / "error.txt").read_text().startswith("stopped by trainer.max_time=00:01:00:00 after 1 of 3 epochs")
     resumed = run(make_cfg(*base, f"paths.output_dir={folder}"))  # max_time may change: another time limit
     assert resumed["resumed_from"] and resumed["metrics"] == whole["metrics"] and resumed["epochs"] == 3
