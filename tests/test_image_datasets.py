@@ -116,6 +116,10 @@ def test_a_folder_leaves_out_hidden_entries_and_refuses_an_empty_class(tmp_path)
     (mine / "owl").mkdir()
     with pytest.raises(DatasetError, match="the class folder .*/mine/owl holds no images"):
         image_lists.read_folder(mine)
+    (mine / "owl").rmdir()
+    (mine / "dog" / "linked.jpg").symlink_to(tmp_path / "moved_away.jpg")  # a link whose image is gone
+    with pytest.raises(DatasetError, match="1 link.s. below .*mine point nowhere, the first .*dog/linked.jpg"):
+        image_lists.read_folder(mine)
 
 
 def test_table_with_names_splits_and_clean_labels(make_cfg, tmp_path):

@@ -302,6 +302,10 @@ def read_folder(root) -> ImageList:
     if len(names) < 2:
         raise DatasetError(f"data=folder needs at least two class folders in {top} (<class>/<image>), "
                            f"found {len(names)}; " + OWN_HINT)
+    broken = [p for p in sorted(root.rglob("*")) if p.is_symlink() and not p.exists() and not _hidden(p, root)]
+    if broken:  # an image linked from elsewhere that is gone: not left out in silence
+        raise DatasetError(f"data=folder: {len(broken)} link(s) below {root} point nowhere, the first {broken[0]} "
+                           f"(to {os.readlink(broken[0])}); restore or remove them; " + OWN_HINT)
     empty = [name for name in names if not _images_in(top / name)]
     if empty:  # a class no training image shows: an output the network could never learn
         raise DatasetError(f"data=folder: the class folder {top / empty[0]} holds no images "
