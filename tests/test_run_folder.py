@@ -174,10 +174,11 @@ def test_a_run_cut_short_is_not_finished_and_resumes_to_the_same_end(make_cfg, o
 
 
 def test_a_file_backed_run_with_loader_workers_resumes_to_the_same_end(make_cfg, one_thread, tmp_path):
-    """Images decoded and augmented in DataLoader worker processes: each image's augmentation
-    has a seed of its own (the epoch's draw from the checkpointed main stream, its index), so
-    neither the number of workers nor a resume changes the run (persistent workers carried
-    their own streams across epochs, and a resume differed)."""
+    """Images decoded and augmented in DataLoader worker processes: each pass's order and each
+    image's augmentation have seeds of (seed, epoch, pass, index) alone, so neither the number
+    of workers nor a resume changes the run (persistent workers carried their own streams
+    across epochs, and a resume differed; workers fetch before Lightning moves current_epoch
+    past a resumed checkpoint's)."""
     from tests.fixtures_web import write_image_folder
 
     write_image_folder(tmp_path / "mine", per_class=12)

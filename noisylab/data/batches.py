@@ -12,6 +12,22 @@ import numpy as np
 import torch
 
 
+class PassSeeds:
+    """The seed of each pass over a split: a function of (the run's seed, the epoch, the pass
+    within the epoch) alone, with ``epoch_of`` telling the current epoch. A run resumed at
+    epoch e draws what the uninterrupted run drew (a loader cycled several times per epoch,
+    like the trusted one, counts its passes), and every DDP rank draws the same."""
+
+    def __init__(self, seed: int = 0, epoch_of=None):
+        self.seed, self.epoch_of = int(seed), epoch_of or (lambda: 0)
+        self._pass = (-1, -1)  # (epoch, pass within it)
+
+    def next(self) -> int:
+        epoch = int(self.epoch_of())
+        self._pass = (epoch, self._pass[1] + 1 if self._pass[0] == epoch else 0)
+        return int(np.random.SeedSequence([abs(self.seed), *self._pass]).generate_state(1)[0])
+
+
 class TensorBatches:
     """An iterable of batches ``{name: tensor[idx]}`` over equally long tensors.
 
@@ -28,17 +44,13 @@ class TensorBatches:
         self.tensors = tensors
         self.size = len(next(iter(tensors.values())))
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
-        self.rank, self.world_size, self.seed = rank, world_size, int(seed)
-        self.epoch_of = epoch_of or (lambda: 0)
-        self._pass = (-1, -1)  # (epoch, pass within it)
+        self.rank, self.world_size = rank, world_size
+        self.seeds = PassSeeds(seed, epoch_of)
 
     def _order(self) -> torch.Tensor:
         if not self.shuffle:
             return torch.arange(self.size)[self.rank :: self.world_size]
-        epoch = int(self.epoch_of())
-        self._pass = (epoch, self._pass[1] + 1 if self._pass[0] == epoch else 0)
-        state = np.random.SeedSequence([abs(self.seed), *self._pass]).generate_state(1)[0]
-        generator = torch.Generator().manual_seed(int(state))
+        generator = torch.Generator().manual_seed(self.seeds.next())
         return torch.randperm(self.size, generator=generator)[self.rank :: self.world_size]
 
     def __len__(self) -> int:

@@ -253,7 +253,7 @@ class NoisyDataModule(pl.LightningDataModule):
         from noisylab.data.files import file_splits
 
         self.train, self.val, self.trusted, self.test, self.noisy, self._clean_flags = file_splits(
-            self.source, self.data_cfg, self.noise_cfg, self.trusted_per_class
+            self.source, self.data_cfg, self.noise_cfg, self.trusted_per_class, epoch_of=self._current_epoch
         )
         if self.noise_cfg.get("kind") == "none":
             self.noise_origin = {"source": "dataset (its own labels)"}
@@ -270,14 +270,16 @@ class NoisyDataModule(pl.LightningDataModule):
     # ------------------------------------------------------------------------- loaders
     def _batches(self, split, batch_size: int, shuffle: bool, drop_last: bool = False, seed: int = 0):
         if not isinstance(split, dict):  # file-backed: already a DataLoader factory
-            return split(batch_size=batch_size, shuffle=shuffle, drop_last=drop_last)
+            return split(batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, seed=seed)
         rank = self.trainer.global_rank if self.trainer is not None else 0
         world = self.trainer.world_size if self.trainer is not None else 1
         return TensorBatches(split, batch_size, shuffle, drop_last, seed=seed, rank=rank, world_size=world,
                              epoch_of=self._current_epoch)
 
     def _current_epoch(self) -> int:
-        return self.trainer.current_epoch if self.trainer is not None else 0
+        # the epochs processed, not trainer.current_epoch: when a resumed fit makes its first iterator
+        # (loader workers fetch at once), Lightning has not yet moved current_epoch past the checkpoint's epoch
+        return self.trainer.fit_loop.epoch_progress.current.processed if self.trainer is not None else 0
 
     def train_dataloader(self):
         noisy = self._batches(self.train, self.batch_size, shuffle=True,

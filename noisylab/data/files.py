@@ -18,15 +18,17 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from noisylab.data.batches import PassSeeds
 from noisylab.errors import ConfigError, DatasetError
 from noisylab.noise import make_noisy_labels, realised
 
 
 class ImageFiles(Dataset):
     """(path, label, clean label) triples -> ``{x, y, index, y_true}``. A key is an index, or
-    ``(seed, index)`` from :class:`SeededOrder`: the random transform then draws from a stream
-    of its own, seeded by both, so that a sample's augmentation depends neither on the number of
-    loader workers nor on which worker decodes it (a resumed run ends as an uninterrupted one)."""
+    ``(seed, index)`` from :class:`SeededOrder` (the pass's seed): the random transform then
+    draws from a stream of its own, seeded by both, so that a sample's augmentation depends
+    neither on the number of loader workers nor on which worker decodes it (a resumed run ends
+    as an uninterrupted one)."""
 
     def __init__(self, images, paths, labels, clean, transform, unaugmented=None):
         self.root, self.name, self.hint = images.root, images.name, images.hint
@@ -60,40 +62,35 @@ class ImageFiles(Dataset):
         return {"x": x, "y": int(self.labels[i]), "index": i, "y_true": int(self.clean[i])}
 
 
-def _epoch_seed() -> int:
-    """One draw from the main random stream (seeded by the run's seed, kept in every checkpoint)."""
-    return int(torch.randint(0, 2**62, (1,)).item())
-
-
 class SeededOrder(Sampler):
-    """Each epoch: the order of the samples (shuffled or not) and a seed that goes with each
-    (``(seed, index)`` keys), both from one draw of the main random stream."""
+    """Each pass: the order of the samples (shuffled or not) and a seed that goes with each
+    (``(seed, index)`` keys), from the pass's seed (:class:`~noisylab.data.batches.PassSeeds`)."""
 
-    def __init__(self, size: int, shuffle: bool):
-        self.size, self.shuffle = int(size), bool(shuffle)
+    def __init__(self, size: int, shuffle: bool, seeds: PassSeeds):
+        self.size, self.shuffle, self.seeds = int(size), bool(shuffle), seeds
 
     def __len__(self) -> int:
         return self.size
 
     def __iter__(self):
-        seed = _epoch_seed()
+        seed = self.seeds.next()
         order = torch.randperm(self.size, generator=torch.Generator().manual_seed(seed)).tolist() if self.shuffle \
             else range(self.size)
         return ((seed, i) for i in order)
 
 
 class BalancedEpochSampler(Sampler):
-    """Each epoch, ``num_samples`` indices drawn class-balanced (without replacement), as
+    """Each pass, ``num_samples`` indices drawn class-balanced (without replacement), as
     ``(seed, index)`` keys drawn like :class:`SeededOrder`'s."""
 
-    def __init__(self, labels: np.ndarray, num_samples: int):
-        self.labels, self.num_samples = np.asarray(labels), int(num_samples)
+    def __init__(self, labels: np.ndarray, num_samples: int, seeds: PassSeeds):
+        self.labels, self.num_samples, self.seeds = np.asarray(labels), int(num_samples), seeds
 
     def __len__(self) -> int:
         return self.num_samples
 
     def __iter__(self):
-        seed = _epoch_seed()
+        seed = self.seeds.next()
         rng = np.random.default_rng(seed)
         classes = np.unique(self.labels)
         per_class = -(-self.num_samples // len(classes))
@@ -175,9 +172,10 @@ def check_images(images, parts) -> None:
                            f"{first}; {images.hint.format(root=images.root)}")
 
 
-def file_splits(source, cfg, noise_cfg, trusted_per_class: int, seed: int = 0):
+def file_splits(source, cfg, noise_cfg, trusted_per_class: int, epoch_of=None):
     """(train, val, trusted, test) loader factories, the noisy labels realised on the images
-    whose clean label is known, and each training image's clean flag (1/0/-1)."""
+    whose clean label is known, and each training image's clean flag (1/0/-1). ``epoch_of``
+    tells the current epoch (each pass's order and augmentation seeds: ``PassSeeds``)."""
     images = source.files
     images = images.image_list() if hasattr(images, "image_list") else images
     rng = np.random.default_rng(int(cfg.get("split_seed", 0)))
@@ -214,14 +212,14 @@ def file_splits(source, cfg, noise_cfg, trusted_per_class: int, seed: int = 0):
     workers = int(cfg.get("num_workers", 4))
 
     def factory(dataset, balanced_batches=None):
-        def make(batch_size, shuffle, drop_last=False, augment=True):
+        def make(batch_size, shuffle, drop_last=False, augment=True, seed=0):
             """``augment=False``: the evaluation transform, in index order (a pass over the set)."""
             chosen = dataset if augment else dataset.unaugmented()
             sampler = None
             if augment and balanced_batches:
-                sampler = BalancedEpochSampler(dataset.labels, balanced_batches * batch_size)
+                sampler = BalancedEpochSampler(dataset.labels, balanced_batches * batch_size, PassSeeds(seed, epoch_of))
             elif shuffle or chosen.unaugmented_transform is not None:  # random order or random transform
-                sampler = SeededOrder(len(chosen), shuffle)
+                sampler = SeededOrder(len(chosen), shuffle, PassSeeds(seed, epoch_of))
             # generator: the loader's own draw (its workers' base seed) leaves the main stream alone, which
             # it would consume once per epoch or once in all (persistent workers), by the number of workers
             return DataLoader(chosen, batch_size=batch_size, sampler=sampler, drop_last=drop_last, num_workers=workers,
