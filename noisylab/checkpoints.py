@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import time
 from pathlib import Path
 
 from pytorch_lightning.callbacks import Checkpoint
@@ -49,6 +50,8 @@ class LastCheckpoint(Checkpoint):
         self.saved_epochs: int | None = None  # epochs finished in it
         self.restored_metrics: dict[str, float] = {}
         self.trainer = None
+        self.earlier_seconds = 0.0  # a resumed run: its earlier processes' time, up to this checkpoint
+        self.fit_started = time.time()
 
     @property
     def path(self) -> Path:
@@ -76,15 +79,20 @@ class LastCheckpoint(Checkpoint):
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         self.trainer = trainer
+        if stage == "fit":
+            self.fit_started = time.time()
 
     def state_dict(self) -> dict:
-        """Saved in the checkpoint: the epochs finished and the metrics of the last one."""
+        """Saved in the checkpoint: the epochs finished, the metrics of the last one and the
+        seconds spent on them (over every process of a resumed run)."""
         metrics = {key: float(value) for key, value in self.trainer.callback_metrics.items()}
-        return {"epochs": self.trainer.current_epoch + 1, "metrics": metrics}
+        return {"epochs": self.trainer.current_epoch + 1, "metrics": metrics,
+                "seconds": self.earlier_seconds + time.time() - self.fit_started}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.restored_metrics = dict(state_dict.get("metrics") or {})
         self.saved_epochs = state_dict.get("epochs")
+        self.earlier_seconds = float(state_dict.get("seconds") or 0.0)
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         """Tells an ``Interrupted`` what it can resume from: this run's last.ckpt, else (a

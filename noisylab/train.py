@@ -279,7 +279,7 @@ def run(cfg: DictConfig) -> dict:
             "protocol": cfg.protocol.get("name"), "quirks": quirk_request(cfg),
             "quirks_applied": sorted(method.quirks),
             "seed": int(cfg.seed), "noise": datamodule.noise_summary, "metrics": metrics, **method.stage_record(),
-            "epochs": int(trainer.current_epoch), "wall_time_s": round(time.time() - started, 3),
+            "epochs": int(trainer.current_epoch), "wall_time_s": round(time.time() - started + earlier_seconds(trainer), 3),
             "run_dir": str(output_dir), "noisy_labels": str(noisy_file),
             "resumed_from": resume_from,
             "config": OmegaConf.to_container(cfg, resolve=True),
@@ -294,6 +294,13 @@ def run(cfg: DictConfig) -> dict:
     finally:
         finish_wandb()
     return results
+
+
+def earlier_seconds(trainer) -> float:
+    """A resumed run's time in its earlier processes (each up to its last checkpoint): its
+    ``wall_time_s`` is the whole run's, not the last process's."""
+    saver = trainer.checkpoint_callback
+    return float(getattr(saver, "earlier_seconds", 0.0) or 0.0)
 
 
 def check_finished(cfg: DictConfig, trainer) -> None:

@@ -7,6 +7,7 @@ import signal
 from pathlib import Path
 
 import pytest
+import torch
 
 from noisylab.errors import ConfigError
 from noisylab.run_folder import RESUME, SKIP, START, FolderState, contents, decide, difference, identity
@@ -163,8 +164,14 @@ def test_a_run_cut_short_is_not_finished_and_resumes_to_the_same_end(make_cfg, o
     printed = capsys.readouterr().out  # one line per whole epoch, none for the cut one
     assert "epoch 1/3 |" in printed and "epoch 2/3 |" not in printed
     assert (folder / "error.txt").read_text().startswith("stopped by trainer.max_time=00:01:00:00 after 1 of 3 epochs")
+    checkpoint = torch.load(folder / "checkpoints" / "last.ckpt", weights_only=False)
+    state = next(value for key, value in checkpoint["callbacks"].items() if "LastCheckpoint" in key)
+    assert 0 < state["seconds"] < 600
+    state["seconds"] = 1000.0  # as if the earlier process had trained for 1000 s: the record counts it
+    torch.save(checkpoint, folder / "checkpoints" / "last.ckpt")
     resumed = run(make_cfg(*base, f"paths.output_dir={folder}"))  # max_time may change: another time limit
     assert resumed["resumed_from"] and resumed["metrics"] == whole["metrics"] and resumed["epochs"] == 3
+    assert 1000 < resumed["wall_time_s"] < 1600
     # without a checkpoint callback Lightning counts the cut epoch as done: still not finished
     with pytest.raises(SystemExit):
         task(make_cfg(*base, f"paths.output_dir={tmp_path / 'none'}", "callbacks=none", *stop))
