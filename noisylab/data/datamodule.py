@@ -174,7 +174,9 @@ class NoisyDataModule(pl.LightningDataModule):
             saved = read_noise_file(load_from)
             check_file_agrees(saved, describe(self.noise_cfg, source.asymmetric_map))
             if saved.clean.shape != source.y_train.shape or not np.array_equal(saved.clean, source.y_train):
-                raise ConfigError(f"noise.load_from={load_from} was saved for other data than {source.name}.")
+                raise ConfigError(f"noise.load_from={load_from} holds the labels of another training set than this "
+                                  f"run's (data={source.name}: {len(source.y_train)} samples here, {len(saved.clean)} in "
+                                  "the file, or as many in another order): another dataset, data.test_fraction or split.")
             outside = saved.noisy[(saved.noisy < 0) | (saved.noisy >= source.num_classes)]
             if outside.size:
                 raise ConfigError(f"noise.load_from={load_from} holds noisy label {int(outside[0])}, outside the "
