@@ -39,6 +39,12 @@ STALE_FILES = ("results.json", "per_sample.npz", "error.txt", str(METRICS_CSV), 
                "suspects.png")
 
 
+def whole_epoch(trainer) -> bool:
+    """Whether the epoch that just ended ran to its last batch (not cut short by
+    ``trainer.max_time`` or a callback's stop): only a whole epoch counts as done."""
+    return bool(trainer.fit_loop.epoch_loop.batch_progress.is_last_batch)
+
+
 class LastCheckpoint(Checkpoint):
     """``<dirpath>/last.ckpt`` after every training epoch, replaced atomically. A
     ``Checkpoint`` subclass, so Lightning calls it after the method's own epoch-end hook
@@ -59,7 +65,7 @@ class LastCheckpoint(Checkpoint):
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         # an epoch cut short (trainer.max_time) is no finished epoch: the resume trains it again
-        if not trainer.sanity_checking and not trainer.fast_dev_run and trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+        if not trainer.sanity_checking and not trainer.fast_dev_run and whole_epoch(trainer):
             self.save(trainer)
 
     def save(self, trainer) -> None:

@@ -55,7 +55,9 @@ class EpochLines(Callback):
         # Lightning validates before this hook: val/acc and test/acc of this epoch are in
         if not self.replaces_progress_bar or not trainer.is_global_zero or self.started is None:
             return
-        if not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:  # cut short (trainer.max_time): said after
+        from noisylab.checkpoints import whole_epoch
+
+        if not whole_epoch(trainer):  # cut short (trainer.max_time): the stop sentence says so
             return
         epoch = trainer.current_epoch
         line = epoch_line(epoch, int(trainer.max_epochs), trainer.callback_metrics, time.time() - self.started,

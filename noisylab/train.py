@@ -306,13 +306,14 @@ def earlier_seconds(trainer) -> float:
 def check_finished(cfg: DictConfig, trainer) -> None:
     """A fit that returned before its last epoch (``trainer.max_time``, a callback's stop) is
     no finished run: no results.json, and the same command resumes it."""
+    from noisylab.checkpoints import whole_epoch
     from noisylab.interrupts import StoppedEarly
 
     saver = trainer.checkpoint_callback
     if saver is not None and saver.saved_epochs is not None:
         done = saver.saved_epochs  # whole epochs, as the checkpoint holds them
     else:  # callbacks=none: Lightning counts an epoch cut short as completed
-        done = trainer.current_epoch - (0 if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch else 1)
+        done = trainer.current_epoch - (0 if whole_epoch(trainer) else 1)
     if done < trainer.max_epochs:
         why = f"trainer.max_time={cfg.trainer.max_time}" if cfg.trainer.get("max_time") else "a callback"
         raise StoppedEarly(done, trainer.max_epochs, why, resumable=saver is not None)

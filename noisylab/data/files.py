@@ -145,9 +145,9 @@ def missing_images(root, paths) -> list[str]:
     import os
     from collections import defaultdict
 
-    by_folder = defaultdict(list)
+    base, by_folder = os.path.expanduser(str(root)), defaultdict(list)
     for rel in paths:
-        full = os.path.join(os.path.expanduser(str(root)), rel)
+        full = os.path.join(base, rel)
         by_folder[os.path.dirname(full)].append((rel, os.path.basename(full)))
     missing = []
     for folder, members in by_folder.items():

@@ -366,17 +366,16 @@ def read_table(path, root=None) -> ImageList:
         first_line[key] = number
     names_seen = {row["label"] for row in rows} | {row["clean_label"] for row in rows if row.get("clean_label")}
     if all(n.isdigit() for n in names_seen):
-        names = [str(c) for c in range(max(int(n) for n in names_seen) + 1)]
-        absent = [n for n in names if n not in {str(int(m)) for m in names_seen}]  # "03" is class 3
+        index = {n: int(n) for n in names_seen}  # "03", "3": class 3
+        names = [str(c) for c in range(max(index.values()) + 1)]
+        absent = sorted(set(range(len(names))) - set(index.values()))
         if absent:  # a class no row names: noise would flip labels into it, the network would predict it
-            shown = ", ".join(absent[:5]) + (", ..." if len(absent) > 5 else "")
+            shown = ", ".join(map(str, absent[:5])) + (", ..." if len(absent) > 5 else "")
             raise _corrupt("data=table", path, f"its integer labels name classes 0..{len(names) - 1}, but no row has "
                            f"class {shown}; number the classes 0..C-1 without gaps, or give class names", hint)
     else:
         names = sorted(names_seen)
-    index = {n: i for i, n in enumerate(names)}
-    if all(n.isdigit() for n in names_seen):
-        index.update({n: int(n) for n in names_seen})  # "03", "3": class 3
+        index = {n: i for i, n in enumerate(names)}
     if len(names) < 2:
         raise _corrupt("data=table", path, f"it names {len(names)} class, expected at least two", hint)
 

@@ -451,7 +451,10 @@ def _remove_new(top: Path, before: set) -> None:
     made = ({top} if top.exists() else set()) | (set(top.rglob("*")) if top.is_dir() else set())
     for path in sorted(made - before, key=lambda p: len(p.parts), reverse=True):
         with contextlib.suppress(OSError):
-            path.rmdir() if path.is_dir() and not path.is_symlink() else path.unlink()
+            if path.is_dir() and not path.is_symlink():
+                path.rmdir()
+            else:
+                path.unlink()
 
 
 def download(name: str, root) -> None:
