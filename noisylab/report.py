@@ -56,7 +56,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from noisylab.results import write_bytes_atomic
+from noisylab.results import not_a_record, write_bytes_atomic
 
 # Order of the values when the sweep has no ``paper`` block to take it from.
 METHOD_ORDER = ("ce", "selfpaced", "decoupling", "coteaching", "coteaching_plus", "jocor")
@@ -160,29 +160,6 @@ def job_folders(sweep_dir: Path) -> list[Path]:
     folders |= {p.parent for p in sweep_dir.rglob("error.txt")}
     folders |= {p.parent.parent for p in sweep_dir.rglob("overrides.yaml") if p.parent.name == ".hydra"}
     return sorted(folders)
-
-
-def _json_kind(value) -> str:
-    return "null" if value is None else type(value).__name__
-
-
-def not_a_record(run) -> str | None:
-    """What makes a parsed ``results.json`` unusable here (another tool's file, a hand edit),
-    or None: the fields the report reads, with their types."""
-    if not isinstance(run, dict):
-        return f"a JSON {_json_kind(run)}, not an object"
-    for key, wanted in (("method", str), ("data", str), ("metrics", dict), ("noise", dict)):
-        if key not in run:
-            return f"its {key} is missing"
-        if not isinstance(run[key], wanted):
-            return f"its {key} is {_json_kind(run[key])}, expected {wanted.__name__}"
-    for key in ("config", "identity"):
-        if key in run and not isinstance(run[key], dict):
-            return f"its {key} is {_json_kind(run[key])}, expected dict"
-    for name, value in run["metrics"].items():
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            return f"its metric {name} is {value!r}, not a number"
-    return None
 
 
 def load_jobs(sweep_dir: Path) -> list[Job]:

@@ -59,3 +59,26 @@ def write_json_atomic(path: str | Path, payload: dict) -> Path:
 def read_results(path: str | Path) -> dict:
     with open(path) as f:
         return json.load(f)
+
+
+def _json_kind(value) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def not_a_record(run) -> str | None:
+    """What makes a parsed ``results.json`` unusable here (another tool's file, a hand edit),
+    or None: the fields the report reads, with their types."""
+    if not isinstance(run, dict):
+        return f"a JSON {_json_kind(run)}, not an object"
+    for key, wanted in (("method", str), ("data", str), ("metrics", dict), ("noise", dict)):
+        if key not in run:
+            return f"its {key} is missing"
+        if not isinstance(run[key], wanted):
+            return f"its {key} is {_json_kind(run[key])}, expected {wanted.__name__}"
+    for key in ("config", "identity"):
+        if key in run and not isinstance(run[key], dict):
+            return f"its {key} is {_json_kind(run[key])}, expected dict"
+    for name, value in run["metrics"].items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            return f"its metric {name} is {value!r}, not a number"
+    return None

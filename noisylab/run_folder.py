@@ -19,7 +19,13 @@ unfinished         resume from its       replace (say so), start
                    last.ckpt
 finished           skip (one line;       replace (say so), start
                    results.json stays)
+foreign            refused (one sentence naming the files), whatever the settings
 =================  ====================  ==========================================
+
+A folder is *foreign* when it holds a file a run would remove or write over (its own
+``results.json``, a Lightning ``checkpoints/last.ckpt``, another Hydra app's ``.hydra/``) and
+nothing shows that noisylab wrote it (:func:`foreign_files`): another tool's outputs are never
+cleared to make room.
 
 ``resume=false`` starts afresh and replaces whatever the folder holds. An explicit
 ``ckpt_path=<file>`` resumes from that file (its identity must equal this run's: one sentence
@@ -118,10 +124,11 @@ def _shown(value) -> str:
 
 @dataclass(frozen=True)
 class FolderState:
-    kind: str  # empty, unfinished, finished, failed
+    kind: str  # empty, unfinished, finished, failed, foreign
     identity: dict | None = None  # None: unknown (an older run, an unreadable file)
     checkpoint: Path | None = None
     epochs_done: int | None = None
+    foreign: tuple[Path, ...] = ()  # the folder, then the files no noisylab run wrote that a run would replace
 
 
 @dataclass(frozen=True)
@@ -137,6 +144,9 @@ def read_state(folder: Path) -> FolderState:
     from noisylab.checkpoint_info import read_checkpoint
     from noisylab.errors import ConfigError
 
+    foreign = foreign_files(folder)
+    if foreign:
+        return FolderState("foreign", foreign=(folder, *foreign))
     results, checkpoint = folder / "results.json", folder / "checkpoints" / LAST
     if results.is_file():
         try:
@@ -161,6 +171,14 @@ def read_state(folder: Path) -> FolderState:
 
 def decide(state: FolderState, mine: dict, resume: bool = True, ckpt_path: str | None = None) -> Decision:
     """What a run with identity ``mine`` does in a folder in ``state`` (see the table above)."""
+    if state.kind == "foreign":
+        from noisylab.errors import ConfigError
+
+        folder, files = state.foreign[0], state.foreign[1:]
+        names = ", ".join(path.relative_to(folder).as_posix() for path in files[:4])
+        more = f" and {len(files) - 4} more" if len(files) > 4 else ""
+        raise ConfigError(f"the run folder {folder} holds files no noisylab run wrote ({names}{more}), which a run "
+                          "would replace; choose another folder with hydra.run.dir=<folder>, or move them away.")
     occupied = state.kind in ("finished", "unfinished")
     if ckpt_path not in (None, "last", "auto"):
         replaced = f"the folder's earlier run is replaced by this one, resumed from {ckpt_path}" if occupied else None
@@ -242,6 +260,59 @@ def misshapen(folder: Path) -> str | None:
             return (f"the run folder {folder} holds a file {name} where a run makes a folder; remove it or choose "
                     "another folder with hydra.run.dir=<folder>.")
     return None
+
+
+def at_stake(folder: Path) -> list[Path]:
+    """The files of ``folder`` that a run writes over or removes (its checkpoints included)."""
+    named = [folder / name for name in RUN_FILES if name != LOCK]
+    found = [path for path in named if path.is_file()]
+    return found + sorted(p for p in (folder / "checkpoints").glob("*.ckpt") if p.is_file() and p not in found)
+
+
+def noisylab_wrote(folder: Path) -> bool:
+    """Whether a noisylab run has written into ``folder``: its lock file (every run since the
+    lock; a run refused in an empty folder leaves it beside its error.txt), a noisylab
+    ``results.json``, a checkpoint holding noisylab's records, or ``.hydra/config.yaml`` of a
+    noisylab config (runs older than the lock)."""
+    import yaml
+
+    from noisylab.checkpoint_info import read_checkpoint
+    from noisylab.errors import ConfigError
+    from noisylab.results import not_a_record
+
+    if (folder / LOCK).is_file():
+        return True
+    try:
+        if not_a_record(json.loads((folder / "results.json").read_text())) is None:
+            return True
+    except (OSError, ValueError):
+        pass
+    try:
+        held = read_checkpoint(folder / "checkpoints" / LAST)
+        if any(str(key).startswith("noisylab_") for key in held) or "LastCheckpoint" in (held.get("callbacks") or {}):
+            return True
+    except ConfigError:
+        pass
+    try:
+        composed = yaml.safe_load((folder / ".hydra" / "config.yaml").read_text())
+        return isinstance(composed, dict) and all(isinstance(composed.get(k), dict) for k in ("method", "data", "noise"))
+    except (OSError, yaml.YAMLError):
+        return False
+
+
+def foreign_files(folder: Path) -> list[Path]:
+    """The files a run would replace in ``folder`` when no noisylab run wrote there (another
+    tool's results, a Lightning project's checkpoints, another Hydra app's record): []
+    when there are none or the folder is noisylab's."""
+    found = at_stake(folder) if folder.is_dir() else []
+    return found if found and not noisylab_wrote(folder) else []
+
+
+def mark(folder: Path) -> None:
+    """Leaves the lock file (empty, unlocked) in a folder that holds nothing a run would
+    replace: a refused run's ``error.txt`` is then known as noisylab's by the run that follows."""
+    if not at_stake(folder) or at_stake(folder) == [folder / "error.txt"]:
+        (folder / LOCK).touch(exist_ok=True)
 
 
 def release_locks() -> None:

@@ -507,7 +507,11 @@ def record_error(cfg: DictConfig, sentence: str) -> None:
 
     if rank_zero():
         with contextlib.suppress(Exception):  # reporting must not hide the error itself
-            write_bytes_atomic(error_file(Path(cfg.paths.output_dir)), f"{sentence}\n".encode())
+            path = write_bytes_atomic(error_file(Path(cfg.paths.output_dir)), f"{sentence}\n".encode())
+            if path.name == "error.txt":
+                from noisylab.run_folder import mark
+
+                mark(path.parent)  # the next run there knows this error.txt as noisylab's
 
 
 def error_file(output_dir: Path) -> Path:

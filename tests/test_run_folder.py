@@ -305,6 +305,100 @@ def test_the_run_log_is_held_until_the_run_owns_its_folder(tmp_path):
     assert log.read_text() == "checking\ntraining\n"
 
 
+def lightning_checkpoint(path: Path, **extra) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"pytorch-lightning_version": "2.4.0", "state_dict": {}, "epoch": 41, **extra}, path)
+    return path
+
+
+@pytest.mark.parametrize("resume", [True, False])
+@pytest.mark.parametrize("ckpt_path", [None, "last", "/x/last.ckpt"])
+def test_a_folder_of_another_tools_files_is_refused_whatever_the_settings(tmp_path, resume, ckpt_path):
+    state = FolderState("foreign", foreign=(tmp_path, tmp_path / "results.json", tmp_path / "checkpoints" / "last.ckpt"))
+    with pytest.raises(ConfigError, match=f"{tmp_path} holds files no noisylab run wrote "
+                                          r"\(results.json, checkpoints/last.ckpt\)"):
+        decide(state, MINE, resume, ckpt_path)
+
+
+def test_which_files_are_another_tools(tmp_path):
+    """A file a run would replace is another tool's unless something shows noisylab wrote there."""
+    from noisylab.run_folder import LOCK, foreign_files, read_state
+
+    def kind(setup) -> str:
+        folder = tmp_path / setup.__name__
+        folder.mkdir()
+        setup(folder)
+        return read_state(folder).kind
+
+    def own_results(folder):  # a results.json of some other program
+        (folder / "results.json").write_text('{"accuracy": 0.93}')
+
+    def own_lightning_checkpoints(folder):  # a Lightning project's ModelCheckpoint(save_last=True)
+        lightning_checkpoint(folder / "checkpoints" / "last.ckpt", callbacks={"ModelCheckpoint{}": {}})
+
+    def other_checkpoint_name(folder):
+        lightning_checkpoint(folder / "checkpoints" / "epoch=3-step=400.ckpt")
+
+    def other_hydra_app(folder):
+        (folder / ".hydra").mkdir()
+        (folder / ".hydra" / "config.yaml").write_text("db:\n  driver: mysql\n")
+
+    def notes(folder):  # files a run neither writes nor removes: no concern
+        (folder / "notes.txt").write_text("mine")
+        (folder / "my_app.log").write_text("mine")
+
+    def noisylab_record_without_lock(folder):  # a run older than the lock
+        (folder / "results.json").write_text('{"method": "ce", "data": "digits", "metrics": {}, "noise": {}}')
+
+    def noisylab_checkpoint_without_lock(folder):
+        lightning_checkpoint(folder / "checkpoints" / "last.ckpt", noisylab_identity=MINE)
+
+    def noisylab_hydra_record_without_lock(folder):
+        (folder / ".hydra").mkdir()
+        (folder / ".hydra" / "config.yaml").write_text("method: {name: ce}\ndata: {name: digits}\nnoise: {rate: 0.5}\n")
+        (folder / "error.txt").write_text("noisylab's sentence")
+
+    def locked(folder):
+        own_results(folder)
+        (folder / LOCK).write_text("123\n")
+
+    assert [kind(f) for f in (own_results, own_lightning_checkpoints, other_checkpoint_name, other_hydra_app)] == \
+        ["foreign"] * 4
+    assert kind(notes) == "empty" and kind(locked) == "finished"
+    assert kind(noisylab_record_without_lock) == "finished"
+    assert kind(noisylab_checkpoint_without_lock) == "unfinished"
+    assert kind(noisylab_hydra_record_without_lock) == "failed"
+    assert foreign_files(tmp_path / "absent") == []
+
+
+def test_another_tools_files_survive_a_run_pointed_at_their_folder(make_cfg, one_thread, tmp_path, capsys):
+    folder = tmp_path / "theirs"
+    lightning_checkpoint(folder / "checkpoints" / "last.ckpt")
+    (folder / "results.json").write_text('{"accuracy": 0.93}')
+    (folder / "csv").mkdir()
+    (folder / "csv" / "metrics.csv").write_text("epoch,loss\n0,1.5\n")
+    before = files(folder)
+    for extra in ([], ["resume=false"], ["ckpt_path=last"]):
+        with pytest.raises(SystemExit) as refused:
+            task(make_cfg(*FAST, f"paths.output_dir={folder}", *extra))
+        assert refused.value.code == 2
+        assert "holds files no noisylab run wrote" in capsys.readouterr().err
+        after = files(folder)
+        assert {k: v for k, v in after.items() if not k.startswith("error-")} == before, extra
+
+
+def test_a_run_refused_in_a_new_folder_leaves_it_to_the_corrected_run(make_cfg, one_thread, tmp_path):
+    from noisylab.run_folder import LOCK
+
+    folder = tmp_path / "new"
+    folder.mkdir()  # as Hydra makes it
+    with pytest.raises(SystemExit):
+        task(make_cfg(*FAST, f"paths.output_dir={folder}", "method=gce", "method.q=nan"))
+    assert (folder / "error.txt").is_file() and (folder / LOCK).is_file()
+    assert run(make_cfg(*FAST, f"paths.output_dir={folder}"))["metrics"]
+    assert not (folder / "error.txt").exists()
+
+
 def test_a_folder_another_process_runs_in_is_refused_untouched(make_cfg, one_thread, tmp_path):
     import fcntl
 
