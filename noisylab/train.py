@@ -546,8 +546,23 @@ def rewrite_overrides(argv: list[str]) -> list[str]:
             elif prefix == "" and "=" in head:
                 arg = "++" + head
         arg = optimizer_name_override(arg)
-        out.append(arg)
+        out.append(home_expanded(arg))
     return out
+
+
+def home_expanded(arg: str) -> str:
+    """``key=~/runs`` (the shell leaves a ``~`` after ``=`` as it is) -> ``key=/home/you/runs``:
+    Hydra's parser refuses ``~`` unquoted, and quoted would make a folder named ``~`` in the
+    current one, which ``rm -rf ~`` later removes the home folder's way."""
+    import os
+
+    key, sep, value = arg.partition("=")
+    quote = value[:1] if value[:1] in "'\"" and len(value) > 1 and value[-1] == value[0] else ""
+    inner = value[1:-1] if quote else value
+    if not sep or not (inner == "~" or inner.startswith("~/") or (inner.startswith("~") and "/" in inner)):
+        return arg
+    expanded = os.path.expanduser(inner)
+    return arg if expanded == inner else f"{key}={quote}{expanded}{quote}"
 
 
 def optimizer_name_override(arg: str) -> str:
@@ -570,7 +585,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     return task(cfg)
 
 
-def composition_error(argv: list[str]) -> str | None:
+def composition_error(argv: list[str], multirun: bool = False) -> str | None:
     """Hydra's own refusals (an unknown key without ``+``, an unknown option of a group, an
     override it cannot parse) as one sentence, found by composing the config once before the
     run; None when it composes, for multirun command lines and Hydra's flags (``--help``...),
@@ -590,7 +605,7 @@ def composition_error(argv: list[str]) -> str | None:
             return compose("config", overrides=overrides, return_hydra_config=True)
 
     try:
-        return unwritable_run_dir(composed(argv))
+        return unwritable_run_dir(composed(argv), multirun)
     except MissingConfigException as error:
         missing = re.search(r"Could not find '([^']+)/([^']+)'", str(error))
         options = re.findall(r"^\t(\w+)$", str(error).split("Config search path")[0], flags=re.M)
@@ -646,20 +661,40 @@ def unknown_key(key: str, argv: list[str], composed) -> str:
     return f"{key} is not a key of the config; to add a new key write +{argv_value(argv, key)}."
 
 
-def unwritable_run_dir(cfg) -> str | None:
-    """Hydra creates the run folder before noisylab runs (a traceback when it cannot): the
-    folder's nearest existing ancestor must be a writable directory."""
-    try:
-        folder = Path(str(cfg.hydra.run.dir)).expanduser().absolute()
-    except Exception:  # an interpolation only Hydra's run can resolve: Hydra judges it
+def unwritable_run_dir(cfg, multirun: bool = False) -> str | None:
+    """Hydra creates the run folder (a multirun: the sweep folder and each job's) before
+    noisylab runs, with a traceback when it cannot: the folder's name must resolve and its
+    nearest existing ancestor must be a writable directory."""
+    import errno
+
+    from omegaconf.errors import InterpolationKeyError
+
+    keys = ("sweep.dir", "sweep.subdir") if multirun else ("run.dir",)
+    parts = []
+    for key in keys:
+        try:
+            parts.append(str(OmegaConf.select(cfg.hydra, key, throw_on_missing=True)))
+        except InterpolationKeyError as error:  # ${oops}: Hydra's traceback otherwise
+            written = OmegaConf.to_container(cfg.hydra, resolve=False)[key.split(".")[0]][key.split(".")[1]]
+            return f"hydra.{key}={written}: {str(error).splitlines()[0]}."
+        except Exception:  # an interpolation only Hydra's run can resolve (hydra.job.num): Hydra judges it
+            break
+    if not parts:
         return None
+    folder = Path(*parts).expanduser().absolute()
     ancestor = folder
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
+    try:
+        while not ancestor.exists() and ancestor != ancestor.parent:
+            ancestor = ancestor.parent
+        longest = os.pathconf(ancestor, "PC_NAME_MAX") if ancestor.is_dir() else 255
+        if any(len(os.fsencode(name)) > longest for name in folder.relative_to(ancestor).parts):
+            raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG))
+    except OSError as error:  # a name longer than the file system allows
+        return f"the run folder {folder} cannot be made ({error.strerror}); choose another with {' or '.join('hydra.' + k for k in keys)}=<folder>."
     if not ancestor.is_dir():
-        return f"the run folder {folder} cannot be made: {ancestor} is a file, not a folder; choose another with hydra.run.dir=<folder>."
+        return f"the run folder {folder} cannot be made: {ancestor} is a file, not a folder; choose another with hydra.{keys[0]}=<folder>."
     if not os.access(ancestor, os.W_OK | os.X_OK):
-        return f"the run folder {folder} cannot be made or written: no write permission in {ancestor}; choose another with hydra.run.dir=<folder>."
+        return f"the run folder {folder} cannot be made or written: no write permission in {ancestor}; choose another with hydra.{keys[0]}=<folder>."
     from noisylab.run_folder import misshapen
 
     return misshapen(folder)  # Hydra writes .hydra/ before noisylab runs
@@ -687,7 +722,7 @@ def multirun_error(argv: list[str]) -> str | None:
     first = [options[0] for options in choices]
     probes = [first] + [first[:i] + [value] + first[i + 1:] for i, options in enumerate(choices) for value in options[1:]]
     for probe in probes[:64]:
-        sentence = composition_error(probe)
+        sentence = composition_error(probe, multirun=True)
         if sentence:
             return sentence
     return None

@@ -276,6 +276,35 @@ def test_hydra_refusals_inside_a_multirun_are_one_sentence_before_any_job(argv, 
     assert (found is None) if sentence is None else found.startswith(sentence)
 
 
+LONG = "x" * 300  # longer than a file name may be
+
+
+@pytest.mark.parametrize(("argv", "sentence"), [
+    (["hydra.run.dir=/tmp/${oops}"], "hydra.run.dir=/tmp/${oops}: Interpolation key 'oops' not found."),
+    ([f"hydra.run.dir=/tmp/{LONG}"], f"the run folder /tmp/{LONG} cannot be made (File name too long)"),
+    (["-m", "seed=0,1", "hydra.sweep.dir=/tmp/${oops}"], "hydra.sweep.dir=/tmp/${oops}: Interpolation key"),
+    (["-m", "seed=0,1", "hydra.sweep.subdir=${nope}_x"], "hydra.sweep.subdir=${nope}_x: Interpolation key"),
+    (["-m", "seed=0,1", f"hydra.sweep.subdir={LONG}"], "the run folder /"),
+    (["-m", "seed=0,1", "hydra.sweep.dir=/dev/null/sweep"], "the run folder /dev/null/sweep cannot be made: /dev/null is"),
+])
+def test_a_run_or_sweep_folder_hydra_cannot_make_is_one_sentence(argv, sentence):
+    from noisylab.train import composition_error, multirun_error
+
+    found = multirun_error(argv) if "-m" in argv else composition_error(argv)
+    assert found is not None and found.startswith(sentence), found
+    assert len(found.splitlines()) == 1
+
+
+def test_a_home_folder_is_expanded_not_made_as_a_folder_named_tilde():
+    from noisylab.train import rewrite_overrides
+
+    home = str(Path.home())
+    assert rewrite_overrides(["hydra.run.dir=~/runs/a", 'data.root="~/data"', "noise.file=~", "seed=1",
+                              "hydra.job.name=a~b", "+x=~nobody_such_user_xyz/a"]) == [
+        f"hydra.run.dir={home}/runs/a", f'data.root="{home}/data"', f"noise.file={home}", "seed=1",
+        "hydra.job.name=a~b", "+x=~nobody_such_user_xyz/a"]
+
+
 @pytest.mark.parametrize(("argv", "said"), [(["-m", "seed=0,1"], "between the jobs of a multirun; run the same command"),
                                             (["seed=1"], "outside a run; nothing to resume")])
 def test_a_signal_outside_a_run_says_what_is_left(monkeypatch, capsys, argv, said):
