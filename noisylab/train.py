@@ -104,23 +104,31 @@ def build_method(cfg: DictConfig, datamodule):
     return cls(facts=facts, model=cfg.model, protocol=cfg.protocol, quirks=quirk_request(cfg), **settings)
 
 
-def check_batchnorm_batches(cfg: DictConfig, method, datamodule) -> None:
-    """BatchNorm cannot train on a batch of one sample ("Expected more than 1 value per
-    channel"): a last training batch of one would stop the run in the middle of its first
-    epoch, so it is refused before the run starts, with the way out."""
+def check_batches(cfg: DictConfig, method, datamodule) -> None:
+    """Batch sizes the data cannot serve, refused before the run starts, with the way out:
+    with ``drop_last`` a batch larger than the training set leaves no batch at all (Lightning
+    would run empty epochs), and BatchNorm cannot train on a last batch of one sample
+    ("Expected more than 1 value per channel", in the middle of the first epoch)."""
     import torch
 
-    if cfg.data.get("drop_last") or cfg.data.get("batches_per_epoch"):  # no partial batch
+    size, batch = datamodule.train_size, datamodule.batch_size
+    if datamodule.data_cfg.get("batches_per_epoch"):  # whole batches drawn per class
+        return
+    if datamodule.data_cfg.get("drop_last"):
+        if size < batch:
+            raise ConfigError(f"no training batch: {size} training samples, protocol.batch_size {batch}, and drop_last "
+                              "(data.drop_last=true, or a method's official quirk) drops the partial batch; choose a "
+                              f"batch size of at most {size}.")
         return
     if not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in method.modules()):
         return
-    loaders = [("training", datamodule.train_size, datamodule.batch_size, "protocol.batch_size")]
+    loaders = [("training", size, batch, "protocol.batch_size")]
     if datamodule.serve_trusted and datamodule.trusted is not None:
         loaders.append(("trusted", datamodule.trusted_size, int(datamodule.trusted_batch_size), "the trusted batch size"))
-    for what, size, batch, key in loaders:
-        if size % batch == 1:
-            raise ConfigError(f"the last {what} batch would hold a single sample ({size} {what} samples, {key} "
-                              f"{batch}), on which the BatchNorm layers of model={cfg.model.name} cannot train; "
+    for what, count, per_batch, key in loaders:
+        if count % per_batch == 1:
+            raise ConfigError(f"the last {what} batch would hold a single sample ({count} {what} samples, {key} "
+                              f"{per_batch}), on which the BatchNorm layers of model={cfg.model.name} cannot train; "
                               "choose another batch size, or +data.drop_last=true.")
 
 
@@ -237,7 +245,7 @@ def run(cfg: DictConfig) -> dict:
     datamodule = build_datamodule(cfg)
     datamodule.prepare()  # dataset files and noise: refused here, before the folder is touched
     method = build_method(cfg, datamodule)
-    check_batchnorm_batches(cfg, method, datamodule)
+    check_batches(cfg, method, datamodule)
     method.run_identity = mine  # kept in every checkpoint: a resume is checked against it
     if decision.checkpoint is not None:
         check_resume_noise(decision.checkpoint, datamodule.noise_summary["fingerprint"])

@@ -93,6 +93,8 @@ CASES = [  # through the CLI: (overrides, a part of the sentence); {name}: a pat
     (["method=ce", "model=preact_resnet18", "protocol.batch_size=1211"],  # digits: 1,212 training samples
      "the last training batch would hold a single sample (1212 training samples, protocol.batch_size 1211), on "
      "which the BatchNorm layers of model=preact_resnet18 cannot train;"),
+    (["method=ce", "+data.drop_last=true", "protocol.batch_size=2000"],  # an empty epoch otherwise
+     "no training batch: 1212 training samples, protocol.batch_size 2000, and drop_last"),
     (["noise=sym20", "noise.load_from={sym20}", "data.test_fraction=0.3"],
      "noise.load_from={sym20} holds the labels of another training set than this run's (data=digits: 1257 samples "
      "here, 1347 in the file, or as many in another order)"),
