@@ -114,10 +114,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"plot_weights: error: the run's inputs have shape {points.shape[1:]}, not 2-D points (use data=toy2d).",
               file=sys.stderr)
         return 2
+    out = (args.out or run_dir / "weights.png").expanduser()
+    import matplotlib.pyplot as plt
+
+    kinds = plt.figure().canvas.get_supported_filetypes()
+    plt.close("all")
+    if out.suffix.lstrip(".").lower() not in kinds:
+        print(f"plot_weights: error: --out {out} names no image format matplotlib writes; end it in "
+              f"{', '.join('.' + k for k in ('png', 'pdf', 'svg'))}.", file=sys.stderr)
+        return 2
     order = per_sample["index"]
     flipped = per_sample["y"] != per_sample["y_true"]
-    path = plot_weights(points[order], per_sample[key], flipped, args.out or run_dir / "weights.png",
-                        title=f"{key} per training point ({run_dir.name})")
+    try:
+        path = plot_weights(points[order], per_sample[key], flipped, out, title=f"{key} per training point ({run_dir.name})")
+    except OSError as error:
+        from noisylab.results import unwritable
+
+        print(f"plot_weights: error: {unwritable(error, out)}", file=sys.stderr)
+        return 2
     print(path)
     return 0
 

@@ -56,7 +56,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from noisylab.results import not_a_record, write_bytes_atomic
+from noisylab.results import not_a_record, unwritable, write_bytes_atomic
 
 # Order of the values when the sweep has no ``paper`` block to take it from.
 METHOD_ORDER = ("ce", "selfpaced", "decoupling", "coteaching", "coteaching_plus", "jocor")
@@ -671,6 +671,9 @@ def report(sweep_dir: str | Path, metric: str = DEFAULT_METRIC, fmt: str = "png"
     return text
 
 
+MAX_DPI = 1200
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m noisylab.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("sweep_dir", help="the multirun directory (holds one folder per job)")
@@ -682,12 +685,15 @@ def main(argv: list[str] | None = None) -> int:
                         "run of the sweep's group (offline without a key; docs/wandb.md)")
     parser.add_argument("--wandb-project", default="noisylab", help="the W&B project (default: %(default)s)")
     args = parser.parse_args(argv)
-    if args.dpi < 1:
-        parser.error(f"--dpi must be a positive number of dots per inch, got {args.dpi}.")
+    if not 1 <= args.dpi <= MAX_DPI:  # a larger canvas would not fit in memory
+        parser.error(f"--dpi must be a number of dots per inch from 1 to {MAX_DPI}, got {args.dpi}.")
     try:
         text = report(args.sweep_dir, args.metric, args.fmt, args.dpi)
     except (FileNotFoundError, ReportError) as error:
         print(f"noisylab.report: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a read-only sweep folder, a folder named report.md
+        print(f"noisylab.report: error: {unwritable(error, args.sweep_dir)}", file=sys.stderr)
         return 2
     print(text, end="")
     print(f"written: report.md and report.csv in {args.sweep_dir}")

@@ -46,10 +46,20 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
         with os.fdopen(handle, "wb") as f:
             f.write(data)
         commit(tmp, path)
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.filename == tmp:  # name the file the user knows
+            error.filename = str(path)
         raise
     return path
+
+
+def unwritable(error: OSError, where) -> str:
+    """One sentence for an output that cannot be written (no permission, a file where a
+    folder goes, a full disk)."""
+    if isinstance(error, (FileExistsError, NotADirectoryError)):  # mkdir of a folder over a file
+        return f"cannot write {error.filename or where}: a file stands where a folder must be; choose another place."
+    return f"cannot write {error.filename or where} ({error.strerror or error}); choose another place."
 
 
 def write_json_atomic(path: str | Path, payload: dict) -> Path:

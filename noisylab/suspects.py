@@ -301,6 +301,11 @@ def main(argv: list[str] | None = None) -> int:
     except NoisyLabError as error:
         print(f"noisylab.suspects: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # --out a file, a read-only folder
+        from noisylab.results import unwritable
+
+        print(f"noisylab.suspects: error: {unwritable(error, args.out)}", file=sys.stderr)
+        return 2
     return 0
 
 

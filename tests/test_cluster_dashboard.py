@@ -257,6 +257,11 @@ def test_the_report_draws_the_papers_number_in_the_chosen_format(tmp_path, monke
     (figure, options), = figures
     assert options == {"format": "svg", "dpi": 50} and (tmp_path / "report_curves.svg").read_text().startswith("<?xml")
     assert figure._suptitle.get_text().startswith(f"Sweep {tmp_path.name}:")
+    with pytest.raises(SystemExit):  # a canvas too large for memory: argparse's sentence, not bad_alloc
+        report_module.main([str(tmp_path), "--dpi", "100000"])
+    (tmp_path / "report.md").unlink()
+    (tmp_path / "report.md").mkdir()  # the report cannot be written: one sentence
+    assert report_module.main([str(tmp_path), "--metric", "test/acc"]) == 2
     assert len(figure.legends) == 1 and all(axis.get_legend() is None for axis in figure.axes)
     star = [line for line in figure.axes[0].lines if line.get_marker() == "*"]
     assert len(star) == 1 and star[0].get_ydata().tolist() == [74.02]

@@ -62,6 +62,9 @@ def test_agreement_ranks_by_the_mean_rank_over_runs(tmp_path, capsys):
     order, score = suspects.rank([suspects.load_run(first), suspects.load_run(second)])
     # mean ranks / 4: 0.625, 0.125, 0.25, 0.5 -> 1, 2, 3, 0
     assert order.tolist() == [1, 2, 3, 0] and score.tolist() == [0.625, 0.125, 0.25, 0.5]
+    (tmp_path / "a_file").write_text("")
+    assert suspects.main([first, second, "--out", str(tmp_path / "a_file"), "--no-image"]) == 2  # not a traceback
+    assert "a_file: a file stands where a folder must be" in capsys.readouterr().err
     assert suspects.main([first, second, "--out", str(tmp_path / "both"), "--no-image"]) == 0
     rows = read_csv(tmp_path / "both" / "suspects.csv")
     assert [r["index"] for r in rows] == ["1", "2", "3", "0"] and rows[0]["label_wrong"] == "1"

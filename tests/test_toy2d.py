@@ -95,4 +95,9 @@ def test_plot_weights_cli_on_a_finished_toy2d_run(make_cfg, tmp_path, capsys, on
     np.savez(run_dir / "per_sample.npz", **per_sample)
     assert plot_main([str(run_dir), "--out", str(tmp_path / "alpha.png")]) == 0
     assert png_size(tmp_path / "alpha.png")[0] > 300
+    capsys.readouterr()
+    for out, says in ((tmp_path / "alpha.txt", "names no image format matplotlib writes"),
+                      (tmp_path / "absent" / "a.png", f"cannot write {tmp_path / 'absent' / 'a.png'} (No such file")):
+        assert plot_main([str(run_dir), "--out", str(out)]) == 2
+        assert says in capsys.readouterr().err and not out.exists()
     assert results["noise"]["name"] == "sym20"
