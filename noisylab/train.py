@@ -132,6 +132,24 @@ def check_batches(cfg: DictConfig, method, datamodule) -> None:
                               "choose another batch size, or +data.drop_last=true.")
 
 
+def method_identity(cfg: DictConfig, mine: dict) -> dict:
+    """The run's identity as this method sees it: less the groups it never reads (the trusted
+    set of a method that takes none, the forget-rate ``schedule`` of one without it), and
+    ``quirks`` as the behaviours the request turns on (``official`` for a method without quirks
+    is ``paper``). A change the method cannot see is the same run, never a replaced one."""
+    from noisylab.methods.contract import accepted_settings
+
+    cls = method_class(cfg)
+    unread = () if cls.needs_trusted else ("data.trusted_",)
+    unread += () if "schedule" in accepted_settings(cls) else ("schedule.",)
+    kept = {key: value for key, value in mine.items() if not key.startswith(unread)}
+    if "quirks" in kept:
+        applied = cls.quirks_for(quirk_request(cfg))
+        kept["quirks"] = ("paper" if not applied else "official" if applied == frozenset(cls.official_quirks)
+                          else sorted(applied))
+    return kept
+
+
 def method_settings(cfg: DictConfig) -> dict:
     """The method's settings (``method.*`` less its name, target and model, plus the
     forget-rate ``schedule`` for methods that take one), refused with one sentence if the
@@ -221,9 +239,7 @@ def run(cfg: DictConfig) -> dict:
     CLAIMED.discard(str(output_dir.resolve()))  # a new run owns nothing until its checks pass
     run_folder.release_locks()
     values = OmegaConf.to_container(cfg, resolve=True)
-    mine = {**run_folder.identity(values), **run_folder.contents(values)}  # an edited label file: another run
-    if not method_class(cfg).needs_trusted:  # its trusted-set settings are ignored: no part of what it trains
-        mine = {key: value for key, value in mine.items() if not key.startswith("data.trusted_")}
+    mine = method_identity(cfg, {**run_folder.identity(values), **run_folder.contents(values)})
     decision = run_folder.decide(run_folder.read_state(output_dir), mine, bool(cfg.get("resume", True)),
                                  cfg.get("ckpt_path"))
     if decision.action == run_folder.SKIP:

@@ -14,6 +14,7 @@ import pytest
 from noisylab.errors import ConfigError, NoisyLabError
 from noisylab.methods.bootstrap import Bootstrap
 from noisylab.methods.contract import RunFacts, check_settings
+from noisylab.methods.coteaching_plus import CoTeachingPlus
 from noisylab.methods.dynamic_bootstrapping import HardBootstrapping, SoftToHardBootstrapping
 from noisylab.methods.gce import GeneralizedCrossEntropy
 from noisylab.methods.ieg import IEG
@@ -29,6 +30,7 @@ from noisylab.methods.soseleto import Soseleto
 from noisylab.train import build_datamodule, build_method, rewrite_overrides, run
 from tests.conftest import method_defaults, tiny_method
 from tests.test_cli import noisylab
+from tests.test_quirks import SCHEDULE
 
 NAN = float("nan")
 LOOKAHEAD = {"backend": "higher", "step": "sgd", "lr": None, "batchnorm": "batch"}
@@ -53,6 +55,8 @@ REFUSED = [  # class, settings, the sentence (a regular expression)
     (HardBootstrapping, {"alpha": NAN}, r"method\.alpha must be > 0, got nan\."),
     (HardBootstrapping, {"reg_weight": -1}, r"method\.reg_weight must be >= 0 .*got -1\."),
     (SoftToHardBootstrapping, {"temperature_end": NAN}, r"method\.temperature_end must be > 0, got nan\."),
+    (CoTeachingPlus, {"init_epoch": -1, "schedule": SCHEDULE}, r"method\.init_epoch must be >= 0 \(epochs of plain Co-teaching first\), got -1\."),
+    (CoTeachingPlus, {"warmup_steps": -5, "schedule": SCHEDULE}, r"method\.warmup_steps must be >= 0, got -5\."),
     (JointOptimization, {"alpha": -1.2}, r"method\.alpha must be >= 0 \(the weight of the prior term\), got -1\.2\."),
     (JointOptimization, {"joint_epochs": 0}, r"method\.joint_epochs must be null \(no retraining\) or >= 1 .*got 0\."),
     (JointOptimization, {"begin": 70, "joint_epochs": 50}, r"method\.begin must be <= method\.joint_epochs \(50\) .*got 70\."),

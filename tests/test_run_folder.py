@@ -62,6 +62,24 @@ def test_identity_leaves_out_only_what_cannot_change_the_training():
     assert difference({"a": 1}, {"a": 1, "c": 2}) is None  # a key one side lacks: checked at load
 
 
+@pytest.mark.parametrize(("overrides", "kept"), [
+    (["method=ce", "quirks=official"], {"quirks": "paper"}),  # ce has no official-code behaviours
+    (["method=coteaching", "quirks=official"], {"quirks": "official", "schedule.tau": None}),
+    (["method=coteaching", "quirks=[drop_last]"], {"quirks": ["drop_last"]}),
+    (["method=l2rw"], {"data.trusted_per_class": 10}),
+])
+def test_the_identity_holds_what_the_method_reads(make_cfg, overrides, kept):
+    from omegaconf import OmegaConf
+
+    from noisylab.train import method_identity
+
+    cfg = make_cfg(*overrides)
+    mine = method_identity(cfg, identity(OmegaConf.to_container(cfg, resolve=True)))
+    assert {key: mine.get(key) for key in kept} == kept
+    if overrides[0] == "method=ce":  # neither a trusted set nor a forget-rate schedule
+        assert not [key for key in mine if key.startswith(("schedule.", "data.trusted_"))]
+
+
 def test_an_edited_label_file_or_image_folder_is_another_run(tmp_path):
     """The files a config names are part of the run's identity by content: labels fixed after
     `noisylab.suspects` and the same command again is a new run, not a skip (nor a resume)."""
@@ -121,6 +139,8 @@ def test_a_finished_run_survives_refused_reruns_and_skips_a_repeat(make_cfg, one
     assert again.get("skipped") and again["metrics"] == first["metrics"] and files(folder) == before
     # a setting this method ignores (ce takes no trusted set) is no part of the run: skipped too
     assert run(make_cfg(*FAST, f"paths.output_dir={folder}", "data.trusted_per_class=3")).get("skipped")
+    # nor is a forget-rate schedule it has none of, or quirks=official for a method without quirks
+    assert run(make_cfg(*FAST, f"paths.output_dir={folder}", "schedule.tau=0.4", "quirks=official")).get("skipped")
     assert "already holds this run's results: skipped" in capsys.readouterr().out
 
 

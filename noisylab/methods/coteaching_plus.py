@@ -44,7 +44,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from noisylab.methods.contract import Stage
+from noisylab.methods.contract import Stage, require
 from noisylab.methods.coteaching import COTEACHING_QUIRKS, CoTeaching, cross_update_losses
 from noisylab.methods.decoupling import disagreement_mask
 
@@ -65,6 +65,8 @@ class CoTeachingPlus(CoTeaching):
     official_quirks = (*COTEACHING_QUIRKS, "softmax_input")
 
     def __init__(self, schedule, init_epoch: int, warmup_steps: int, **settings):
+        require(init_epoch >= 0, "init_epoch", init_epoch, "be >= 0 (epochs of plain Co-teaching first)")
+        require(warmup_steps >= 0, "warmup_steps", warmup_steps, "be >= 0")
         super().__init__(schedule, **settings)
         self.init_epoch, self.warmup_steps = int(init_epoch), int(warmup_steps)
 
