@@ -358,6 +358,10 @@ def make_noisy_labels(
         return asymmetric(clean, num_classes, rate, rng, mapping)
     if kind == "human":
         dataset, key = HUMAN_KEYS.get(name, (noise_cfg.get("dataset"), noise_cfg.get("key")))
+        if dataset is None:  # noise.kind=human on a synthetic noise config
+            raise ConfigError("noise.kind=human needs a set of human labels: choose noise=cifar10n_worst, "
+                              "cifar10n_aggre or cifar10n_rand1 (CIFAR-10N, for data=cifar10) or noise=cifar100n "
+                              "(for data=cifar100).")
         if dataset != data_name or human_labels is None:
             raise ConfigError(f"noise={name} holds human labels for {dataset}, not for data={data_name}.")
         noisy = np.asarray(human_labels(key), dtype=np.int64)

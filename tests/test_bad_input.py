@@ -95,6 +95,7 @@ CASES = [  # through the CLI: (overrides, a part of the sentence); {name}: a pat
      "which the BatchNorm layers of model=preact_resnet18 cannot train;"),
     (["method=ce", "+data.drop_last=true", "protocol.batch_size=2000"],  # an empty epoch otherwise
      "no training batch: 1212 training samples, protocol.batch_size 2000, and drop_last"),
+    (["noise.kind=human"], "noise.kind=human needs a set of human labels: choose noise=cifar10n_worst,"),
     (["noise=sym20", "noise.load_from={sym20}", "data.test_fraction=0.3"],
      "noise.load_from={sym20} holds the labels of another training set than this run's (data=digits: 1257 samples "
      "here, 1347 in the file, or as many in another order)"),
