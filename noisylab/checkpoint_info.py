@@ -67,3 +67,11 @@ def read_checkpoint(path: Path) -> dict:
         raise ConfigError(f"{where} is a PyTorch file but not a Lightning checkpoint (it lacks "
                           f"{', '.join(LIGHTNING_KEYS)}).")
     return checkpoint
+
+
+def written_by_noisylab(checkpoint: dict) -> bool:
+    """Whether a checkpoint dict is one a noisylab run saved: its records (``noisylab_*``) or,
+    in older runs, the state of its ``LastCheckpoint`` callback."""
+    callbacks = checkpoint.get("callbacks")
+    return any(str(key).startswith("noisylab_") for key in checkpoint) or (
+        isinstance(callbacks, dict) and "LastCheckpoint" in callbacks)

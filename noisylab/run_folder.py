@@ -182,7 +182,7 @@ def decide(state: FolderState, mine: dict, resume: bool = True, ckpt_path: str |
     occupied = state.kind in ("finished", "unfinished")
     if ckpt_path not in (None, "last", "auto"):
         replaced = f"the folder's earlier run is replaced by this one, resumed from {ckpt_path}" if occupied else None
-        return Decision(RESUME, Path(ckpt_path), replace=state.kind != "empty", notice=replaced)
+        return Decision(RESUME, Path(ckpt_path).expanduser(), replace=state.kind != "empty", notice=replaced)
     if not resume:
         return Decision(START, replace=state.kind != "empty",
                         notice="resume=false: the folder's earlier run is replaced" if occupied else None)
@@ -205,6 +205,19 @@ def decide(state: FolderState, mine: dict, resume: bool = True, ckpt_path: str |
                                      "(resume=false runs it again)")
     done = f" after {state.epochs_done} epochs" if state.epochs_done is not None else ""
     return Decision(RESUME, state.checkpoint, notice=f"resuming this run from its checkpoint{done}")
+
+
+def check_resume(checkpoint: Path, mine: dict) -> None:
+    """An explicit ``ckpt_path``: its run's identity must be this run's (one sentence naming
+    the first key that differs, with both values; the files the config names by content)."""
+    from noisylab.checkpoint_info import read_checkpoint
+    from noisylab.errors import ConfigError
+
+    held = read_checkpoint(checkpoint).get("noisylab_identity")
+    differs = difference(held, mine) if isinstance(held, dict) else None
+    if differs:
+        raise ConfigError(f"ckpt_path={checkpoint} was trained with {differs[0]}, but this run has {differs[1]}; a "
+                          "resume must train what the checkpoint trained (start a new run without ckpt_path).")
 
 
 # ----------------------------------------------------------------------------- one process per folder
@@ -276,7 +289,7 @@ def noisylab_wrote(folder: Path) -> bool:
     noisylab config (runs older than the lock)."""
     import yaml
 
-    from noisylab.checkpoint_info import read_checkpoint
+    from noisylab.checkpoint_info import read_checkpoint, written_by_noisylab
     from noisylab.errors import ConfigError
     from noisylab.results import not_a_record
 
@@ -288,8 +301,7 @@ def noisylab_wrote(folder: Path) -> bool:
     except (OSError, ValueError):
         pass
     try:
-        held = read_checkpoint(folder / "checkpoints" / LAST)
-        if any(str(key).startswith("noisylab_") for key in held) or "LastCheckpoint" in (held.get("callbacks") or {}):
+        if written_by_noisylab(read_checkpoint(folder / "checkpoints" / LAST)):
             return True
     except ConfigError:
         pass

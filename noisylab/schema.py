@@ -670,15 +670,18 @@ def _flat(value, key: str) -> dict:
 
 
 def check_checkpoint(values: dict) -> None:
-    """``ckpt_path``: a readable Lightning checkpoint of the same method (class and settings),
-    model and quirks, saved before the last epoch of this run."""
+    """``ckpt_path``: a readable Lightning checkpoint a noisylab run wrote, of the same method
+    (class and settings) and model, saved before the last epoch of this run."""
     if values.get("ckpt_path") in (None, "", "last", "auto"):
         return  # last / auto: the run folder's own checkpoint (noisylab.run_folder)
-    from noisylab.checkpoint_info import read_checkpoint
+    from noisylab.checkpoint_info import read_checkpoint, written_by_noisylab
 
     path = Path(values["ckpt_path"]).expanduser().absolute()
     where = f"ckpt_path={path}"
     checkpoint = read_checkpoint(path)
+    if not written_by_noisylab(checkpoint):  # a Lightning project's own: its networks would fail to load, late
+        raise ConfigError(f"{where} is a Lightning checkpoint that no noisylab run wrote; resume from a noisylab "
+                          "run's <run dir>/checkpoints/last.ckpt.")
     method, target = values["method"]["name"], values["method"]["_target_"]
     trained = checkpoint.get("noisylab_method")
     if isinstance(trained, str) and trained != target:
@@ -687,23 +690,17 @@ def check_checkpoint(values: dict) -> None:
     hyper = checkpoint.get("hyper_parameters")
     hyper = hyper if isinstance(hyper, dict) else {}
     settings = {k: v for k, v in values["method"].items() if k not in DESCRIPTIVE_KEYS}
-    now = {**_flat(settings, "method"), **_flat(values["schedule"], "schedule"), **_flat(values["model"], "model"),
-           "quirks": values["quirks"]}
+    # quirks (as the behaviours they turn on) and the schedule of methods with one: in the identity
+    now = {**_flat(settings, "method"), **_flat(values["model"], "model")}
     then = {**_flat({k: v for k, v in hyper.items() if k in settings}, "method"),
-            **{k: v for key in ("schedule", "model", "quirks") if key in hyper for k, v in _flat(hyper[key], key).items()}}
+            **{k: v for key in ("model",) if key in hyper for k, v in _flat(hyper[key], key).items()}}
     for key in sorted(now.keys() & then.keys()):  # keys one side lacks keep their defaults: networks' shapes are checked at load
         if now[key] != then[key]:
             raise ConfigError(f"{where} was trained with {key}={_shown(then[key])}, but this run has "
                               f"{key}={_shown(now[key])}; resume it with the settings it was trained with.")
-    held = checkpoint.get("noisylab_identity")
-    if isinstance(held, dict):
-        from noisylab.run_folder import difference, identity
-
-        differs = difference(held, identity(values))
-        if differs:
-            raise ConfigError(f"{where} was trained with {differs[0]}, but this run has {differs[1]}; a resume "
-                              "must train what the checkpoint trained (start a new run without ckpt_path).")
+    # the identity (which holds the labels files' contents) is compared in noisylab.run_folder.check_resume
     epoch, max_epochs = checkpoint.get("epoch"), values["trainer"]["max_epochs"]
-    if isinstance(epoch, int) and epoch >= max_epochs:
+    # a checkpoint with an identity: its number of epochs is compared there (every schedule depends on it)
+    if isinstance(epoch, int) and epoch >= max_epochs and not isinstance(checkpoint.get("noisylab_identity"), dict):
         raise ConfigError(f"{where} was saved at epoch {epoch} (0-based), past trainer.max_epochs={max_epochs}; "
                           f"resume it with protocol.epochs above {epoch}, or start without ckpt_path.")

@@ -242,6 +242,8 @@ def run(cfg: DictConfig) -> dict:
     mine = method_identity(cfg, {**run_folder.identity(values), **run_folder.contents(values)})
     decision = run_folder.decide(run_folder.read_state(output_dir), mine, bool(cfg.get("resume", True)),
                                  cfg.get("ckpt_path"))
+    if cfg.get("ckpt_path") not in (None, "", "last", "auto"):
+        run_folder.check_resume(decision.checkpoint, mine)
     if decision.action == run_folder.SKIP:
         method_settings(cfg)  # a setting the method does not know is refused, not skipped over
         return skipped(output_dir, decision.notice)

@@ -47,6 +47,9 @@ def files(tmp_path_factory):
     (tmp / "text.ckpt").write_text("not a checkpoint\n")
     with zipfile.ZipFile(tmp / "other.ckpt", "w") as archive:  # a torch.save-like archive, not Lightning's
         archive.writestr("archive/data.pkl", pickle.dumps({"weights": [1.0, 2.0]}))
+    with zipfile.ZipFile(tmp / "lightning.ckpt", "w") as archive:  # a Lightning project's own checkpoint
+        archive.writestr("archive/data.pkl", pickle.dumps({"pytorch-lightning_version": "2.4.0", "state_dict": {},
+                                                           "epoch": 0, "callbacks": {"ModelCheckpoint{}": {}}}))
     trained = noisylab(tmp / "ce", *TRAIN_ONCE)
     assert trained.returncode == 0, trained.stderr[-2000:]
     return {"sym20": written, "ckpt": tmp / "ce" / "checkpoints" / "last.ckpt", "dir": tmp}
@@ -89,6 +92,7 @@ CASES = [  # through the CLI: (overrides, a part of the sentence); {name}: a pat
                                                 "(noisylab.methods.ce.CrossEntropy), not of method=coteaching"),
     (["method=ce", "protocol.epochs=1", "ckpt_path={ckpt}"], "ckpt_path={ckpt} was trained with protocol.epochs=2, "
                                                             "but this run has protocol.epochs=1;"),
+    ([*TRAIN_ONCE, "seed=1", "ckpt_path={ckpt}"], "ckpt_path={ckpt} was trained with seed=0, but this run has seed=1"),
     (["method=ce", "trainer.strategy=bogus"], "Lightning refuses the trainer settings (accelerator="),
     (["method=ce", "model=preact_resnet18", "protocol.batch_size=1211"],  # digits: 1,212 training samples
      "the last training batch would hold a single sample (1212 training samples, protocol.batch_size 1211), on "
@@ -141,7 +145,8 @@ MORE_CASES = [  # the same check_config in-process, to keep the file fast
     (["ckpt_path={dir}/other.ckpt"], "ckpt_path={dir}/other.ckpt is a PyTorch file but not a Lightning checkpoint"),
     (["method=ce", "model=mlp", "model.hidden=[32]", "ckpt_path={ckpt}"],
      "ckpt_path={ckpt} was trained with model.hidden=[256], but this run has model.hidden=[32];"),
-    (["method=ce", "quirks=official", "ckpt_path={ckpt}"], "ckpt_path={ckpt} was trained with quirks='paper'"),
+    (["method=ce", "ckpt_path={dir}/lightning.ckpt"], "ckpt_path={dir}/lightning.ckpt is a Lightning checkpoint that "
+                                                      "no noisylab run wrote"),
 ]
 
 

@@ -102,6 +102,14 @@ def test_an_edited_label_file_or_image_folder_is_another_run(tmp_path):
     with pytest.raises(ConfigError, match="data.file:sha256="):
         decide(FolderState("unfinished", {**MINE, **first}, CKPT, 1), {**MINE, **edited}, ckpt_path="last")
     assert decide(FolderState("finished", MINE), {**MINE, **edited}).action == SKIP  # a record from before: kept
+    from noisylab.run_folder import check_resume  # an explicit ckpt_path: compared by content too
+
+    saved = tmp_path / "last.ckpt"
+    torch.save({"pytorch-lightning_version": "2.4.0", "state_dict": {}, "epoch": 0,
+                "noisylab_identity": {**MINE, **first}}, saved)
+    check_resume(saved, {**MINE, **first})
+    with pytest.raises(ConfigError, match=r"was trained with data.file:sha256=\w+, but this run has data.file:sha256="):
+        check_resume(saved, {**MINE, **edited})
     # data=folder: an image moved to another class folder changes it; a hidden file does not
     write_image_folder(tmp_path / "mine", per_class=2)
     folder = {"data": {"name": "folder", "root": str(tmp_path / "mine")}}
