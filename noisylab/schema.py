@@ -590,6 +590,10 @@ def optimizer_arguments(target: str) -> tuple[str, ...] | None:
     return torch_optimizers().get(name) if module == "torch.optim" else None
 
 
+# Datasets read from image files (noisylab.data.files), whose noise noise.load_from cannot replay.
+FILE_DATA = ("clothing1m", "webvision", "webvision_mini", "food101n", "animal10n", "folder", "table")
+
+
 def check_noise(values: dict) -> None:
     """The rate against the noise kind and the dataset's classes, the CIFAR-100 grouping, and
     the file of ``noise.load_from`` against the noise the config asks for."""
@@ -603,6 +607,10 @@ def check_noise(values: dict) -> None:
     groups = settings.get("cifar100_groups", "superclass")
     if groups != "superclass" and data != "cifar100":
         raise ConfigError(f"noise.cifar100_groups={groups} applies to data=cifar100 only, not to data={data}.")
+    if settings.get("load_from") and data in FILE_DATA:  # their noisy labels live beside image paths, not in arrays
+        raise ConfigError(f"noise.load_from is for the in-memory datasets, not data={data}: its noise is drawn again "
+                          "from noise.kind, noise.rate and noise.seed (the same labels: results.json's noise "
+                          "fingerprint shows it), so drop noise.load_from.")
     if settings.get("load_from"):
         noise.check_file_agrees(noise.read_noise_file(settings["load_from"]), noise.describe(settings, asymmetric_map))
 

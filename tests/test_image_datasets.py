@@ -214,14 +214,22 @@ def test_missing_and_corrupt_files_are_one_sentence(tmp_path, dataset, file, tex
     assert "\n" not in str(error.value) and str(target) in str(error.value)
 
 
+def cut_off_jpeg(path):
+    """A JPEG whose header is whole and whose pixels are cut off: found only when decoded."""
+    from PIL import Image
+
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(path, "JPEG")
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
 def test_a_corrupt_image_names_its_file(make_cfg, tmp_path):
     write_image_folder(tmp_path / "mine", per_class=3)
-    broken = tmp_path / "mine" / "dog" / "img001.png"
-    broken.write_bytes(b"not a png")
+    broken = tmp_path / "mine" / "dog" / "img000.jpg"
+    cut_off_jpeg(broken)
     dm = build_datamodule(make_cfg("data=folder", f"data.root={tmp_path / 'mine'}", *SMALL))
     dm.prepare()
-    dataset = dm.train.dataset if "dog/img001.png" in dm.train.dataset.paths else dm.test.dataset
-    position = dataset.paths.index("dog/img001.png")
+    dataset = dm.train.dataset if "dog/img000.jpg" in dm.train.dataset.paths else dm.test.dataset
+    position = dataset.paths.index("dog/img000.jpg")
     with pytest.raises(DatasetError, match=f"data=folder image file {broken} is corrupt .cannot decode it"):
         dataset[position]
 
@@ -271,12 +279,73 @@ def test_a_missing_image_is_refused_before_the_run_starts(make_cfg, tmp_path):
         dm.prepare()
 
 
+def test_an_image_without_an_image_header_is_refused_before_the_run_starts(make_cfg, tmp_path):
+    """An empty file or a web page saved as .jpg is found while the data is prepared, not in the
+    middle of training after the run folder's earlier run was replaced."""
+    write_image_folder(tmp_path / "mine", per_class=3)
+    (tmp_path / "mine" / "cat" / "empty.jpg").write_bytes(b"")
+    (tmp_path / "mine" / "dog" / "page.jpg").write_text("<html><body>404</body></html>")
+    dm = build_datamodule(make_cfg("data=folder", f"data.root={tmp_path / 'mine'}", *SMALL))
+    with pytest.raises(DatasetError, match=f"data=folder: 2 of the 11 images it lists are not readable images, the "
+                                           f"first {tmp_path / 'mine/cat/empty.jpg'} .UnidentifiedImageError"):
+        dm.prepare()
+
+
+def test_split_folders_links_and_loose_images(tmp_path, caplog):
+    """ImageNet's train/ + val/ layout, val/ beside test/, a test class train/ lacks, a linked
+    sub-folder, a .jfif, and images outside every class folder."""
+    write_image_folder(tmp_path / "inet" / "train", classes=("cat", "dog"), per_class=3)
+    write_image_folder(tmp_path / "inet" / "val", classes=("cat", "dog"), per_class=2)
+    images = image_lists.read_folder(tmp_path / "inet")
+    assert images.class_names == ["cat", "dog"] and len(images.train[0]) == 6 and len(images.test[0]) == 4
+    assert images.val is None and all(p.startswith("val/") for p in images.test[0])
+    write_image_folder(tmp_path / "inet" / "test", classes=("cat", "dog"), per_class=1)
+    images = image_lists.read_folder(tmp_path / "inet")
+    assert len(images.test[0]) == 2 and len(images.val[0]) == 4  # val/ beside test/: a validation set
+    write_image_folder(tmp_path / "inet" / "test", classes=("owl",), per_class=1)
+    with pytest.raises(DatasetError, match="inet/test has the class folder owl, which .*inet/train lacks"):
+        image_lists.read_folder(tmp_path / "inet")
+    mine = tmp_path / "mine"
+    write_image_folder(mine, classes=("cat", "dog"), per_class=2)
+    write_image_folder(tmp_path / "elsewhere", classes=("batch2",), per_class=3)
+    (mine / "cat" / "batch2").symlink_to(tmp_path / "elsewhere" / "batch2")  # a linked sub-folder: read
+    (mine / "dog" / "loop").symlink_to(mine / "dog")  # a link loop: each real folder read once
+    (mine / "dog" / "img000.jpg").rename(mine / "dog" / "img000.jfif")  # a JPEG as Windows names it
+    (mine / "loose.png").write_bytes((mine / "cat" / "img001.png").read_bytes())
+    with caplog.at_level("WARNING", logger="noisylab"):
+        images = image_lists.read_folder(mine)
+    assert np.bincount(images.train[1]).tolist() == [5, 2]
+    assert "1 image(s) directly in" in caplog.text and "loose.png" in caplog.text
+
+
+def test_table_labels_as_spreadsheets_and_pandas_write_them(tmp_path):
+    (tmp_path / "t.csv").write_text("path,label,split,clean_label\n\na.png,0.0,,-1\n\nb.png,1.0,,0.0\nc.png,1,,\n")
+    table = image_lists.read_table(tmp_path / "t.csv")  # 1.0 is class 1; -1: clean label unknown
+    assert table.class_names == ["0", "1"] and table.train[1].tolist() == [0, 1, 1]
+    assert table.train_clean.tolist() == [-1, 0, -1]
+    for rows, says in (("a.png,-1,,\nb.png,1,,\n", "line 2 has label -1, a negative class"),
+                       ("a.png,cat,,\nb.png,dog,,\n\n\nc.png,,,\n", "line 6 has no path or no label"),  # blank lines
+                       ("a.png,cat,,\nb.png,dog,,\nc.png,bird,test,\n", "class bird has no training row"),
+                       (f"a.png,cat,,\nb.png,dog,,\n{tmp_path / 'a.png'},dog,,\n", "lines 2 and 4 list")):
+        (tmp_path / "t.csv").write_text("path,label,split,clean_label\n" + rows)
+        with pytest.raises(DatasetError, match=says):
+            image_lists.read_table(tmp_path / "t.csv")
+
+
+def test_noise_load_from_is_refused_for_file_backed_data(make_cfg, tmp_path):
+    from noisylab.errors import ConfigError
+    from noisylab.schema import check_config
+
+    with pytest.raises(ConfigError, match="noise.load_from is for the in-memory datasets, not data=folder"):
+        check_config(make_cfg("data=folder", f"data.root={tmp_path}", f"noise.load_from={tmp_path / 'n.npz'}"))
+
+
 def test_a_corrupt_image_read_by_a_worker_process_is_one_sentence(make_cfg, tmp_path):
     """torch re-raises a DataLoader worker's error with its traceback as the message; the
     user sees the sentence alone."""
     write_image_folder(tmp_path / "mine", per_class=3)
-    broken = tmp_path / "mine" / "dog" / "img001.png"
-    broken.write_bytes(b"not a png")
+    broken = tmp_path / "mine" / "dog" / "img000.jpg"
+    cut_off_jpeg(broken)
     dm = build_datamodule(make_cfg("data=folder", f"data.root={tmp_path / 'mine'}", *SMALL[1:], "data.num_workers=1"))
     dm.prepare()
     with pytest.raises(DatasetError) as error:

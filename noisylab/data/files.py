@@ -160,16 +160,44 @@ def missing_images(root, paths) -> list[str]:
     return missing
 
 
+def unreadable_images(root, paths) -> list[tuple[str, str]]:
+    """The listed images whose header no image format recognises (an empty file, a web page
+    saved as .jpg, a file cut off before its header), with the reason. Only the first bytes of
+    each are read, by threads (a network disk answers many requests at once); a file cut off
+    later in its pixels is still found only when decoded."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    from PIL import Image
+
+    base = os.path.expanduser(str(root))
+
+    def fault(rel):
+        try:
+            with Image.open(os.path.join(base, rel)):
+                return None
+        except Exception as error:  # noqa: BLE001 - every reader failure is the same user error
+            return rel, f"{type(error).__name__}: {(str(error).splitlines() or ['unreadable'])[0]}"
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return [found for found in pool.map(fault, paths, chunksize=256) if found]
+
+
 def check_images(images, parts) -> None:
-    """Every image a run will read exists, checked before the run folder is touched: an image
-    found missing in the middle of training would fail a run that has already replaced the
-    folder's earlier one. (A file that exists but cannot be decoded is found when read.)"""
+    """Every image a run will read exists and has an image header, checked before the run
+    folder is touched: an image found missing or empty in the middle of training would fail a
+    run that has already replaced the folder's earlier one."""
     paths = [p for part in parts if part is not None for p in part.paths]
     missing = missing_images(images.root, paths)
     if missing:
         first = Path(images.root).expanduser() / missing[0]
         raise DatasetError(f"{images.name}: {len(missing)} of the {len(paths)} images it lists are missing, the first "
                            f"{first}; {images.hint.format(root=images.root)}")
+    unreadable = unreadable_images(images.root, sorted(set(paths)))
+    if unreadable:
+        (first, why), count = unreadable[0], len(unreadable)
+        raise DatasetError(f"{images.name}: {count} of the {len(paths)} images it lists are not readable images, the "
+                           f"first {Path(images.root).expanduser() / first} ({why}); replace or remove them.")
 
 
 def file_splits(source, cfg, noise_cfg, trusted_per_class: int, epoch_of=None):

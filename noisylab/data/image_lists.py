@@ -11,7 +11,9 @@ what was expected and where to get it.
 from __future__ import annotations
 
 import csv
+import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,9 +22,11 @@ import numpy as np
 from noisylab.data.readers import _corrupt, _missing, _need_file
 from noisylab.errors import DatasetError
 
+log = logging.getLogger("noisylab")
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 WEBVISION_HINT = ("download WebVision 1.0 (the resized images and info/ lists) from "
                   "https://data.vision.ee.ethz.ch/cvl/webvision/download.html and extract it into {root}.")
@@ -288,16 +292,32 @@ def _hidden(path: Path, root: Path) -> bool:
 
 
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-                  and not _hidden(p, folder))
+    """Every image below ``folder``, hidden names left out, links to folders followed as a
+    link to a class folder is (each real folder once: a link loop ends)."""
+    found, seen = [], set()
+    for current, folders, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(current)
+        folders[:] = [] if real in seen else sorted(d for d in folders if not d.startswith("."))
+        if real not in seen:
+            seen.add(real)
+            found += [Path(current) / name for name in files
+                      if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS]
+    return sorted(p for p in found if p.is_file())
+
+
+# <root>/train/<class>/... beside val/ or test/ (ImageNet's layout has train/ and val/)
+SPLIT_FOLDERS = ("train", "val", "test")
 
 
 def read_folder(root) -> ImageList:
     """An ImageFolder tree ``<root>/<class>/<image>`` (classes: the sorted folder names), or
-    ``<root>/train/<class>/...`` with ``<root>/test/<class>/...`` as the test set."""
+    split folders ``<root>/train/<class>/...`` with ``test/`` (the test set) and/or ``val/``
+    (beside ``test/``: a clean validation set; alone, as ImageNet's, the test set)."""
     root = Path(root).expanduser()
     _need_dir("data=folder", root, "set data.root to a folder of class folders; " + OWN_HINT)
-    top = root / "train" if (root / "train").is_dir() and (root / "test").is_dir() else root
+    tops = {p.name for p in root.iterdir() if p.is_dir() and not _hidden(p, root)}
+    splits = "train" in tops and len(tops) > 1 and tops <= set(SPLIT_FOLDERS)
+    top = root / "train" if splits else root
     names = sorted(p.name for p in top.iterdir() if p.is_dir() and not _hidden(p, top))
     if len(names) < 2:
         raise DatasetError(f"data=folder needs at least two class folders in {top} (<class>/<image>), "
@@ -310,8 +330,16 @@ def read_folder(root) -> ImageList:
     if empty:  # a class no training image shows: an output the network could never learn
         raise DatasetError(f"data=folder: the class folder {top / empty[0]} holds no images "
                            f"({', '.join(IMAGE_EXTENSIONS)}); add some or move it out of {top}; " + OWN_HINT)
+    loose = [p for p in top.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not _hidden(p, top)]
+    if loose:  # an image's class is its folder: one outside every class folder has none
+        log.warning("data=folder: %d image(s) directly in %s, outside the class folders, are left out (the first %s).",
+                    len(loose), top, sorted(loose)[0].name)
 
     def split(folder: Path):
+        unknown = sorted({p.name for p in folder.iterdir() if p.is_dir() and not _hidden(p, folder)} - set(names))
+        if unknown:  # a test class the network never trained on: its images would vanish from the score
+            raise DatasetError(f"data=folder: {folder} has the class folder {unknown[0]}, which {top} lacks; every "
+                               "class to test needs training images; " + OWN_HINT)
         paths, labels = [], []
         for label, name in enumerate(names):
             found = _images_in(folder / name) if (folder / name).is_dir() else []
@@ -322,8 +350,10 @@ def read_folder(root) -> ImageList:
                                f"of {folder}; " + OWN_HINT)
         return paths, np.asarray(labels, dtype=np.int64)
 
-    test = split(root / "test") if top != root else None
-    return ImageList("data=folder", root, OWN_HINT, split(top), test, names, real_noise=False)
+    test_folder = "test" if "test" in tops else "val"
+    test = split(root / test_folder) if splits else None
+    val = split(root / "val") if splits and {"val", "test"} <= tops else None
+    return ImageList("data=folder", root, OWN_HINT, split(top), test, names, val=val, real_noise=False)
 
 
 TABLE_COLUMNS = ("path", "label", "split", "clean_label")
@@ -331,42 +361,53 @@ TABLE_COLUMNS = ("path", "label", "split", "clean_label")
 
 def read_table(path, root=None) -> ImageList:
     """A CSV or TSV (by extension; ``.tsv``/``.tab`` tab-separated) with a header naming
-    ``path,label`` and optionally ``split`` (train/val/test) and ``clean_label`` (empty where
-    unknown). Labels are class names or integers; paths are relative to ``root`` (default: the
-    table's folder) or absolute."""
+    ``path,label`` and optionally ``split`` (train/val/test) and ``clean_label`` (empty or -1
+    where unknown). Labels are class names or integers (``3``, ``03`` and ``3.0``, as pandas
+    writes them, are class 3); paths are relative to ``root`` (default: the table's folder) or
+    absolute."""
     path = Path(path).expanduser()
     hint = "a table with the header path,label[,split][,clean_label]; " + OWN_HINT
     _need_file("data=table", path, hint)
+    base = Path(root).expanduser() if root else path.parent
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: the byte-order mark spreadsheets write
-            rows = list(csv.DictReader(f, delimiter="\t" if path.suffix.lower() in (".tsv", ".tab") else ","))
+            reader = csv.DictReader(f, delimiter="\t" if path.suffix.lower() in (".tsv", ".tab") else ",")
+            rows, lines = [], []
+            for row in reader:  # the line a row ends on, blank lines counted, as an editor shows it
+                rows.append(row)
+                lines.append(reader.line_num)
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise _corrupt("data=table", path, f"cannot read it: {e}", hint) from e
     columns = [c.strip() for c in (rows[0].keys() if rows else [])]
     if not rows or "path" not in columns or "label" not in columns:
         raise _corrupt("data=table", path, f"its header is {columns or 'missing'}, expected path,label", hint)
     rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in rows]
-    for number, row in enumerate(rows, start=2):
+    for number, row in zip(lines, rows, strict=True):
         if not row["path"] or not row["label"]:
             raise _corrupt("data=table", path, f"line {number} has no path or no label", hint)
         if row.get("split", "") not in ("", "train", "val", "test"):
             raise _corrupt("data=table", path, f"line {number} has split '{row['split']}', expected train, val "
                            "or test", hint)
+        if re.fullmatch(r"-\d+(\.0*)?", row["label"]):
+            raise _corrupt("data=table", path, f"line {number} has label {row['label']}, a negative class; write an "
+                           "unknown clean label as empty or -1 in clean_label, never as the label", hint)
+        if re.fullmatch(r"-\d+(\.0*)?", row.get("clean_label", "")):
+            row["clean_label"] = ""  # -1: the usual mark of an unknown clean label
     first_line = {}
-    for number, row in enumerate(rows, start=2):  # one row per image: a second is a vote or a leak
-        key = os.path.normpath(row["path"])
+    for number, row in zip(lines, rows, strict=True):  # one row per image: a second is a vote or a leak
+        key = os.path.normpath(base / row["path"])  # a relative and an absolute path to one image are one key
         if key in first_line:
-            earlier = rows[first_line[key] - 2]
+            earlier_number, earlier = first_line[key]
             what = (f"in split {earlier.get('split') or 'train'} and {row.get('split') or 'train'}"
                     if (earlier.get("split") or "train") != (row.get("split") or "train") else
                     f"with labels {earlier['label']} and {row['label']}" if earlier["label"] != row["label"]
                     else "twice")
-            raise _corrupt("data=table", path, f"lines {first_line[key]} and {number} list {row['path']} {what}; give "
+            raise _corrupt("data=table", path, f"lines {earlier_number} and {number} list {row['path']} {what}; give "
                            "each image one row (one label, one split)", hint)
-        first_line[key] = number
+        first_line[key] = number, row
     names_seen = {row["label"] for row in rows} | {row["clean_label"] for row in rows if row.get("clean_label")}
-    if all(n.isdigit() for n in names_seen):
-        index = {n: int(n) for n in names_seen}  # "03", "3": class 3
+    if all(re.fullmatch(r"\d+(\.0*)?", n) for n in names_seen):
+        index = {n: int(float(n)) for n in names_seen}  # "03", "3", "3.0": class 3
         names = [str(c) for c in range(max(index.values()) + 1)]
         absent = sorted(set(range(len(names))) - set(index.values()))
         if absent:  # a class no row names: noise would flip labels into it, the network would predict it
@@ -378,6 +419,11 @@ def read_table(path, root=None) -> ImageList:
         index = {n: i for i, n in enumerate(names)}
     if len(names) < 2:
         raise _corrupt("data=table", path, f"it names {len(names)} class, expected at least two", hint)
+    trained = {index[row["label"]] for row in rows if (row.get("split") or "train") == "train"}
+    untrained = [names[c] for c in range(len(names)) if c not in trained]
+    if trained and untrained:  # an output the network never sees a training label for, yet is scored on
+        raise _corrupt("data=table", path, f"class {untrained[0]} has no training row (only val/test rows or clean "
+                       "labels name it); every class needs training images", hint)
 
     def part(kind):
         chosen = [r for r in rows if (r.get("split") or "train") == kind]
@@ -389,7 +435,6 @@ def read_table(path, root=None) -> ImageList:
     train, clean = part("train")
     if train is None:
         raise _corrupt("data=table", path, "it has no training rows (split empty or train)", hint)
-    base = Path(root).expanduser() if root else path.parent
     return ImageList("data=table", base, hint, train, part("test")[0], names,
                      train_clean=clean if (clean >= 0).any() else None, val=part("val")[0], real_noise=False)
 

@@ -115,8 +115,10 @@ class LNLMethod(pl.LightningModule):
 
     def __init__(self, *, facts, model, protocol, quirks: str | Sequence[str] = "paper"):
         super().__init__()
-        self.save_hyperparameters(ignore=["settings"])  # every constructor's arguments, then as plain values
-        self.save_hyperparameters({key: plain(value) for key, value in self.hparams.items()})  # (loggers, checkpoints)
+        # every constructor's arguments, then as plain values, for the checkpoint; not for the loggers, which get the
+        # run's config (noisylab.train): the facts' C x C noise matrix would take minutes as YAML at 1000 classes
+        self.save_hyperparameters(ignore=["settings"], logger=False)
+        self.save_hyperparameters({key: plain(value) for key, value in self.hparams.items()}, logger=False)
         self.automatic_optimization = False
         self.facts = RunFacts.of(facts)
         self.model_cfg = dict(plain(model))
