@@ -115,10 +115,11 @@ class LNLMethod(pl.LightningModule):
 
     def __init__(self, *, facts, model, protocol, quirks: str | Sequence[str] = "paper"):
         super().__init__()
-        # every constructor's arguments, then as plain values, for the checkpoint; not for the loggers, which get the
-        # run's config (noisylab.train): the facts' C x C noise matrix would take minutes as YAML at 1000 classes
+        # every constructor's argument for the checkpoint, made plain values in place (a second save_hyperparameters
+        # compares its dict with each argument: a DictConfig converts it, the facts' C x C noise matrix included,
+        # minutes at 1000 classes); not for the loggers, which get the run's config (noisylab.train)
         self.save_hyperparameters(ignore=["settings"], logger=False)
-        self.save_hyperparameters({key: plain(value) for key, value in self.hparams.items()}, logger=False)
+        self.hparams.update({key: plain(value) for key, value in self.hparams.items()})
         self.automatic_optimization = False
         self.facts = RunFacts.of(facts)
         self.model_cfg = dict(plain(model))
