@@ -370,6 +370,11 @@ def make_noisy_labels(
                 f"noise={name}: the label file has {len(noisy)} labels but {data_name} has "
                 f"{len(clean)} training images."
             )
+        from noisylab.data.readers import check_cifar_n
+
+        # labels outside 0..C-1 would break the transition matrix; a clean_label unlike the
+        # dataset's means the labels are for other images (or another order)
+        check_cifar_n(noise_cfg.get("file"), key, noisy, clean, num_classes, data_name)
         return realised(clean, noisy, num_classes)
     if kind == "feature_dependent":
         if student_scores is None:

@@ -432,3 +432,171 @@ def test_failed_download_becomes_dataset_error(tmp_path, monkeypatch):
 def test_download_refuses_datasets_torchvision_cannot_fetch(tmp_path):
     with pytest.raises(DatasetError, match="only for cifar10, cifar100, mnist, svhn"):
         readers.download("clothing1m", tmp_path)
+
+
+# ----------------------------------------------------------------------------- hostile inputs
+
+
+def cifar10n_run(make_cfg, tmp_path, edit):
+    """data=cifar10 with noise=cifar10n_worst over a CIFAR-10_human.pt that ``edit`` changed."""
+    import torch
+
+    from noisylab.train import build_datamodule
+
+    written = write_cifar10(tmp_path, n_train=50, n_test=5)
+    path = tmp_path / "CIFAR-10_human.pt"
+    data = write_cifar10n(path, clean=written["y_train"], n=50)
+    edit(data)
+    torch.save(data, path)
+    cfg = make_cfg("method=ce", "data=cifar10", f"data.root={tmp_path}", "noise=cifar10n_worst", "data.val_fraction=0")
+    dm = build_datamodule(cfg)
+    dm.prepare()
+    return dm, path, written
+
+
+def test_cifar_n_label_outside_the_dataset_classes_is_refused(make_cfg, tmp_path):
+    def edit(data):
+        data["worse_label"][7] = 15  # a CIFAR-100 class in a CIFAR-10N file
+
+    with pytest.raises(DatasetError) as err:
+        cifar10n_run(make_cfg, tmp_path, edit)
+    path = tmp_path / "CIFAR-10_human.pt"
+    assert str(err.value) == (f"CIFAR-N file {path} is corrupt ('worse_label' holds label 15 at index 7, outside "
+                              f"data=cifar10's classes 0..9); {readers.CIFAR_N_HINT}")
+
+
+def test_cifar_n_clean_labels_must_be_the_dataset_training_labels(make_cfg, tmp_path):
+    def edit(data):  # the images in another order: every human label shifted by one image
+        for key in data:
+            data[key] = np.roll(data[key], 1)
+
+    with pytest.raises(DatasetError) as err:
+        cifar10n_run(make_cfg, tmp_path, edit)
+    y = write_cifar10(tmp_path / "again", n_train=50, n_test=5)["y_train"]
+    differ = np.flatnonzero(np.roll(y, 1) != y)
+    i = int(differ[0])
+    assert str(err.value) == (
+        f"CIFAR-N file {tmp_path / 'CIFAR-10_human.pt'} does not match data=cifar10: its 'clean_label' differs from "
+        f"the dataset's training labels at {differ.size} of 50 positions (the first at index {i}: {np.roll(y, 1)[i]} "
+        f"in the file, {y[i]} in the dataset), so its labels belong to other images or another order; use the "
+        "official training batches and the CIFAR-N file made for them.")
+
+
+def test_cifar_n_file_without_clean_labels_is_used_as_it_is(make_cfg, tmp_path):
+    dm, _, written = cifar10n_run(make_cfg, tmp_path, lambda data: data.pop("clean_label"))
+    assert dm.noise_summary["actual_rate"] == pytest.approx(0.40)
+
+
+def test_whole_float_labels_are_labels(make_cfg, tmp_path):
+    from scipy.io import savemat
+
+    written = write_svhn(tmp_path)
+    path = tmp_path / "train_32x32.mat"
+    x = np.ascontiguousarray(written["x_train"].transpose(2, 3, 1, 0))
+    savemat(str(path), {"X": x, "y": written["y_train_raw"].astype(np.float64)[:, None]})  # MATLAB's double
+    arrays = readers.read_svhn(tmp_path)
+    assert arrays.y_train.dtype == np.int64 and np.array_equal(arrays.y_train, written["y_train"])
+    y = written["y_train_raw"].astype(np.float64)
+    y[3] = 2.5
+    savemat(str(path), {"X": x, "y": y[:, None]})
+    with pytest.raises(DatasetError) as err:
+        readers.read_svhn(tmp_path)
+    assert str(err.value) == (f"SVHN file {path} is corrupt (the value 2.5 at index 3 of labels is not a whole "
+                              f"number); "
+                              f"{readers.SVHN_HINT.format(root=tmp_path)}")
+    dm, _, _ = cifar10n_run(make_cfg, tmp_path / "n", lambda data: data.update(
+        {key: values.astype(np.float32) for key, values in data.items()}))
+    assert dm.noise_summary["actual_rate"] == pytest.approx(0.40)
+    human = tmp_path / "human.pt"
+    write_cifar10n(human)
+    import torch
+
+    data = torch.load(human, weights_only=False)
+    data["aggre_label"] = data["aggre_label"].astype(np.float32)
+    data["aggre_label"][4] = 2.5
+    torch.save(data, human)
+    with pytest.raises(DatasetError) as err:
+        readers.read_cifar_n(human, "aggre_label")
+    assert str(err.value) == (f"CIFAR-N file {human} is corrupt (the value 2.5 at index 4 of 'aggre_label' is not a "
+                              f"whole number); {readers.CIFAR_N_HINT}")
+
+
+def test_clothing1m_key_listed_again_keeps_the_later_label_and_says_so(tmp_path, caplog):
+    """As the official loaders (a dict): the later line wins; one warning line counts them."""
+    written = write_clothing1m(tmp_path)
+    kv = tmp_path / "noisy_label_kv.txt"
+    key, label = next(iter(written["noisy_kv"].items()))
+    lines = kv.read_text().splitlines()
+    kv.write_text("\n".join([*lines, f"{key} {label}"]) + "\n")  # the same label again: one image, no word
+    with caplog.at_level("WARNING", logger="noisylab"):
+        readers.read_clothing1m(tmp_path)
+    assert "again" not in caplog.text
+    kv.write_text("\n".join([*lines, f"{key} {(label + 1) % 14}"]) + "\n")
+    with caplog.at_level("WARNING", logger="noisylab"):
+        data = readers.read_clothing1m(tmp_path)
+    assert "lists 1 key(s) again with another label" in caplog.text and f"at line {len(lines) + 1}" in caplog.text
+    paths, labels = data.noisy_train
+    assert key in paths and labels[paths.index(key)] == (label + 1) % 14
+
+
+def test_clothing1m_names_file_with_another_count_is_named(tmp_path):
+    write_clothing1m(tmp_path)
+    names = tmp_path / "category_names_eng.txt"
+    names.write_text("".join(f"{n}\n" for n in readers.CLOTHING1M_CLASSES[:13]))
+    with pytest.raises(DatasetError) as err:
+        readers.read_clothing1m(tmp_path)
+    assert str(err.value) == (f"Clothing1M file {names} is corrupt (it names 13 categories, expected 14 (one per "
+                              f"line)); {readers.CLOTHING1M_HINT.format(root=tmp_path)}")
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "cifar100"])
+def test_cifar_meta_with_another_count_of_names_is_refused(tmp_path, dataset):
+    write = {"cifar10": write_cifar10, "cifar100": write_cifar100}[dataset]
+    written = write(tmp_path)
+    meta, key, count, name, hint = {
+        "cifar10": ("batches.meta", "label_names", 10, "CIFAR-10", readers.CIFAR10_HINT),
+        "cifar100": ("meta", "fine_label_names", 100, "CIFAR-100", readers.CIFAR100_HINT),
+    }[dataset]
+    path = written["folder"] / meta
+    write_py2_pickle(path, {key.encode(): [n.encode() for n in written["class_names"][:-1]]})
+    with pytest.raises(DatasetError) as err:
+        (readers.read_cifar10 if dataset == "cifar10" else readers.read_cifar100)(tmp_path)
+    assert str(err.value) == (f"{name} file {path} is corrupt ('{key}' holds {count - 1} names, expected {count}); "
+                              f"{hint.format(root=tmp_path)}")
+
+
+@pytest.mark.parametrize("name", ["webvision", "webvision_mini"])
+def test_webvision_label_beyond_its_1000_classes_is_refused(make_cfg, tmp_path, name):
+    from omegaconf import OmegaConf
+
+    from noisylab.data import sources
+    from noisylab.data.image_lists import WEBVISION_HINT
+    from tests.fixtures_web import write_webvision
+
+    root = tmp_path / "webvision"
+    write_webvision(root)
+    cfg = OmegaConf.create({"name": name, "root": str(root), "imagenet_val": False, "imagenet_root": "",
+                            "val_folder": "val_images_256", "crop_size": 8})
+    full = len(sources.webvision(cfg).files.train[0])  # the fixture as written is read
+    assert full == (9 if name == "webvision" else 4)  # mini: the Google labels below 50
+    listing = root / "info" / ("train_filelist_flickr.txt" if name == "webvision" else "train_filelist_google.txt")
+    source = listing.name.split("_")[-1][:-4]
+    listing.write_text(listing.read_text() + f"\n{source}/q1001/000009.jpg 1000\n")  # after a blank line
+    lines = len(listing.read_text().splitlines())
+    with pytest.raises(DatasetError) as err:
+        sources.webvision(cfg)
+    assert str(err.value) == (f"WebVision file {listing} is corrupt (line {lines} is '{source}/q1001/000009.jpg "
+                              f"1000', expected '<image path> <label 0..999>'); {WEBVISION_HINT.format(root=root)}")
+
+
+def test_16_bit_and_float_images_keep_their_grey_levels(tmp_path):
+    """convert("RGB") clips 16-bit levels above 255 to white: scaled to 8 bits instead."""
+    from PIL import Image
+
+    Image.fromarray(np.full((4, 4), 40000, np.uint16)).save(tmp_path / "deep.png")
+    Image.fromarray(np.full((4, 4), 0.5, np.float32)).save(tmp_path / "float.tif")
+    Image.fromarray(np.full((4, 4), 7.0, np.float32)).save(tmp_path / "hdr.tif")
+    assert np.asarray(readers.load_image(tmp_path, "deep.png", "data=folder")).tolist() == [[[156] * 3] * 4] * 4
+    assert np.asarray(readers.load_image(tmp_path, "float.tif", "data=folder")).max() == 128
+    with pytest.raises(DatasetError, match="hdr.tif is corrupt .cannot decode it: its F pixel values span 7..7"):
+        readers.load_image(tmp_path, "hdr.tif", "data=folder")

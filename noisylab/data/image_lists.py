@@ -89,10 +89,20 @@ def _text_lines(dataset: str, path: Path, hint: str, header: str | None = None) 
     return lines
 
 
+def _numbered_lines(dataset: str, path: Path, hint: str) -> list[tuple[int, str]]:
+    """The non-empty lines of a text file with their numbers as an editor shows them."""
+    _need_file(dataset, path, hint)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise _corrupt(dataset, path, f"cannot read it as text: {e}", hint) from e
+    return [(number, line.strip()) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
+
+
 def _path_label_lines(dataset, path, hint, num_classes=None):
     """``<relative path> <integer label>`` lines as (paths, labels)."""
     paths, labels = [], []
-    for number, line in enumerate(_text_lines(dataset, path, hint), start=1):
+    for number, line in _numbered_lines(dataset, path, hint):
         parts = line.split()
         if len(parts) != 2 or not parts[1].isdigit() or (num_classes and int(parts[1]) >= num_classes):
             bound = f" 0..{num_classes - 1}" if num_classes else ""
@@ -119,6 +129,9 @@ def _synsets(root: Path, hint: str) -> list[str] | None:
     return [line.split()[0] for line in _text_lines("WebVision", path, hint)]
 
 
+WEBVISION_CLASSES = 1000  # a list's label beyond them is an error of the file, not a class to leave out
+
+
 def read_webvision(root, num_classes: int = 1000, flickr: bool = True, val_folder: str = "val_images_256",
                    imagenet_root=None) -> ImageList:
     """WebVision 1.0 (Li et al. 2017). Training: ``info/train_filelist_google.txt`` (and
@@ -133,11 +146,11 @@ def read_webvision(root, num_classes: int = 1000, flickr: bool = True, val_folde
     sources = ["google", "flickr"] if flickr else ["google"]
     paths, labels = [], []
     for source in sources:
-        p, y = _path_label_lines("WebVision", root / "info" / f"train_filelist_{source}.txt", hint)
+        p, y = _path_label_lines("WebVision", root / "info" / f"train_filelist_{source}.txt", hint, WEBVISION_CLASSES)
         keep = y < num_classes
         paths += [p[i] for i in np.flatnonzero(keep)]
         labels.append(y[keep])
-    val_paths, val_labels = _path_label_lines("WebVision", root / "info" / "val_filelist.txt", hint)
+    val_paths, val_labels = _path_label_lines("WebVision", root / "info" / "val_filelist.txt", hint, WEBVISION_CLASSES)
     keep = np.flatnonzero(val_labels < num_classes)
     _need_dir("WebVision", root / val_folder, hint)
     val = ([f"{val_folder}/{val_paths[i]}" for i in keep], val_labels[keep])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import logging
 import pickle
 import struct
 import zipfile
@@ -20,6 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from noisylab.errors import DatasetError
+
+log = logging.getLogger("noisylab")
 
 OFFLINE_HINT = "or pass data.download=true on a machine with internet."
 CIFAR10_HINT = (
@@ -89,13 +92,23 @@ def _need_file(dataset: str, path: Path, hint: str) -> Path:
     return path
 
 
-def _labels(values, dataset: str, path: Path, hint: str, num_classes: int, what="labels"):
-    """``values`` as an int64 vector in ``[0, num_classes)``, or a DatasetError."""
+def _labels(values, dataset: str, path: Path, hint: str, num_classes: int | None, what="labels"):
+    """``values`` as an int64 vector in ``[0, num_classes)`` (any integer when None), or a
+    DatasetError. Floats holding whole numbers (MATLAB's default type) are labels too."""
+    array = np.asarray(values)
+    if array.dtype.kind == "f":  # 3.0 is class 3; 3.5 or nan is no class
+        flat = array.reshape(-1)
+        fractional = np.flatnonzero(~np.isfinite(flat) | (flat != np.round(flat)))
+        if fractional.size:
+            i = int(fractional[0])
+            problem = f"the value {flat[i]} at index {i} of {what} is not a whole number"
+            raise _corrupt(dataset, path, problem, hint)
+        array = np.clip(flat, -(2**62), 2**62).astype(np.int64)  # huge: refused by the range check, not the cast
     try:
-        labels = np.asarray(values).astype(np.int64, casting="same_kind").reshape(-1)
+        labels = array.astype(np.int64, casting="same_kind").reshape(-1)
     except (TypeError, ValueError) as e:
         raise _corrupt(dataset, path, f"{what} are not integers: {e}", hint) from e
-    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+    if num_classes is not None and labels.size and (labels.min() < 0 or labels.max() >= num_classes):
         found = f"{labels.min()}..{labels.max()}"
         raise _corrupt(dataset, path, f"{what} span {found}, expected 0..{num_classes - 1}", hint)
     return labels
@@ -140,12 +153,15 @@ def _cifar_batch(dataset, path, hint, label_keys, num_classes):
     return data.reshape(-1, 3, 32, 32), labels
 
 
-def _cifar_names(dataset, path, hint, key):
+def _cifar_names(dataset, path, hint, key, num_classes):
     """Class names from a CIFAR meta file; None when the (optional) file is absent."""
     if not path.is_file():
         return None
     names = _get(_load_cifar_pickle(dataset, path, hint), key, dataset, path, hint)
-    return [n.decode("latin1") if isinstance(n, bytes) else str(n) for n in names]
+    names = [n.decode("latin1") if isinstance(n, bytes) else str(n) for n in names]
+    if len(names) != num_classes:  # a name per class: another count would misname every report
+        raise _corrupt(dataset, path, f"'{key}' holds {len(names)} names, expected {num_classes}", hint)
+    return names
 
 
 def read_cifar10(root) -> ImageArrays:
@@ -160,7 +176,7 @@ def read_cifar10(root) -> ImageArrays:
         for i in range(1, 6)
     ]
     x_test, (y_test,) = _cifar_batch("CIFAR-10", folder / "test_batch", hint, ["labels"], [10])
-    names = _cifar_names("CIFAR-10", folder / "batches.meta", hint, "label_names")
+    names = _cifar_names("CIFAR-10", folder / "batches.meta", hint, "label_names", 10)
     return ImageArrays(
         x_train=np.concatenate([x for x, _ in parts]),
         y_train=np.concatenate([y for _, (y,) in parts]),
@@ -182,7 +198,7 @@ def read_cifar100(root) -> ImageArrays:
         "CIFAR-100", folder / "train", hint, keys, classes
     )
     x_test, (y_test, coarse_test) = _cifar_batch("CIFAR-100", folder / "test", hint, keys, classes)
-    names = _cifar_names("CIFAR-100", folder / "meta", hint, "fine_label_names")
+    names = _cifar_names("CIFAR-100", folder / "meta", hint, "fine_label_names", 100)
     return ImageArrays(x_train, y_train, x_test, y_test, coarse_train, coarse_test, names)
 
 
@@ -325,25 +341,38 @@ class Clothing1M:
                          val=self.clean_val, trusted=self.clean_train, mean=CLOTHING1M_MEAN, std=CLOTHING1M_STD)
 
 
-def _read_lines(path: Path, hint: str) -> list[str]:
+def _numbered_lines(path: Path, hint: str) -> list[tuple[int, str]]:
+    """The non-empty lines of a text file with their line numbers (as an editor shows them)."""
     _need_file("Clothing1M", path, hint)
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
         raise _corrupt("Clothing1M", path, f"cannot read it as text: {e}", hint) from e
-    return [line.strip() for line in text.splitlines() if line.strip()]
+    return [(n, line.strip()) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
+
+
+def _read_lines(path: Path, hint: str) -> list[str]:
+    return [line for _, line in _numbered_lines(path, hint)]
 
 
 def _read_kv(path: Path, hint: str, num_classes: int) -> dict[str, int]:
-    """``images/<d>/<dd>/<name>.jpg <label>`` lines as a dict."""
-    kv = {}
-    for number, line in enumerate(_read_lines(path, hint), start=1):
+    """``images/<d>/<dd>/<name>.jpg <label>`` lines as a dict. The key lists say which images
+    are trained, so a key listed twice is still one image; listed with two labels, the later
+    wins, as in the official loaders (a dict), with one line saying so."""
+    kv, conflicts = {}, []
+    for number, line in _numbered_lines(path, hint):
         parts = line.split()
         if len(parts) != 2 or not parts[1].isdigit() or int(parts[1]) >= num_classes:
             expected = f"'<image path> <label 0..{num_classes - 1}>'"
             what = f"line {number} is '{line}', expected {expected}"
             raise _corrupt("Clothing1M", path, what, hint)
+        if kv.get(parts[0], int(parts[1])) != int(parts[1]):
+            conflicts.append((number, parts[0], kv[parts[0]], int(parts[1])))
         kv[parts[0]] = int(parts[1])
+    if conflicts:
+        number, key, before, after = conflicts[0]
+        log.warning("Clothing1M: %s lists %d key(s) again with another label, the later label kept as the official "
+                    "loaders do (the first: %s, %d then %d at line %d).", path, len(conflicts), key, before, after, number)
     return kv
 
 
@@ -362,6 +391,9 @@ def read_clothing1m(root) -> Clothing1M:
     hint = CLOTHING1M_HINT.format(root=root)
     names_path = root / "category_names_eng.txt"
     names = _read_lines(names_path, hint) if names_path.is_file() else list(CLOTHING1M_CLASSES)
+    if len(names) != len(CLOTHING1M_CLASSES):  # checked first: the label ranges below follow from it
+        what = f"it names {len(names)} categories, expected {len(CLOTHING1M_CLASSES)} (one per line)"
+        raise _corrupt("Clothing1M", names_path, what, hint)
     noisy_kv = _read_kv(root / "noisy_label_kv.txt", hint, len(names))
     clean_kv = _read_kv(root / "clean_label_kv.txt", hint, len(names))
     if not (root / "images").is_dir():
@@ -389,9 +421,23 @@ def load_image(root, rel_path, dataset: str = "Clothing1M", hint: str = CLOTHING
     _need_file(f"{dataset} image", path, hint)
     try:
         with Image.open(path) as image:
+            if image.mode.startswith("I;16") or image.mode in ("I", "F"):  # 16-bit (or float) grey levels:
+                image = eight_bit(image, path)  # convert("RGB") would clip every level above 255 to white
             return image.convert("RGB")
     except (OSError, UnidentifiedImageError, SyntaxError) as e:
         raise _corrupt(f"{dataset} image", path, f"cannot decode it: {e}", hint) from e
+
+
+def eight_bit(image, path):
+    """A 16-bit (``I;16``, ``I``) image scaled to 0..255 as 8-bit grey (65535 -> 255), and a
+    float image (``F``) in 0..1 likewise; other ranges are refused: no scale is known for them."""
+    from PIL import Image
+
+    levels = np.asarray(image, dtype=np.float64)
+    top = 1.0 if image.mode == "F" else 65535.0
+    if levels.size and (levels.min() < 0 or levels.max() > top):
+        raise OSError(f"its {image.mode} pixel values span {levels.min():g}..{levels.max():g}, outside 0..{top:g}")
+    return Image.fromarray(np.round(levels * (255.0 / top)).astype(np.uint8), mode="L")
 
 
 load_clothing1m_image = load_image
@@ -418,26 +464,68 @@ def _load_cifar_n(path: Path) -> dict:
         raise _corrupt("CIFAR-N", path, what, CIFAR_N_HINT) from e
 
 
-def read_cifar_n(path, key) -> np.ndarray:
-    """One label set (e.g. ``worse_label``) of a CIFAR-10N/100N file, as int64 (N,)."""
-    path = Path(path).expanduser()
+def _cifar_n_dict(path: Path) -> dict:
     _need_file("CIFAR-N label file", path, CIFAR_N_HINT)
     data = _load_cifar_n(path)
     if not isinstance(data, dict):
         what = f"expected a dict of label arrays, found {type(data).__name__}"
         raise _corrupt("CIFAR-N", path, what, CIFAR_N_HINT)
-    if key not in data:
-        present = ", ".join(sorted(map(str, data)))
-        raise DatasetError(
-            f"CIFAR-N file {path} has no key '{key}'; the keys present are: {present}."
-        )
+    return data
+
+
+def _cifar_n_labels(data: dict, path: Path, key: str) -> np.ndarray:
     values = data[key]
     if hasattr(values, "numpy"):  # a torch tensor
         values = values.numpy()
     if np.ndim(values) != 1:
         what = f"'{key}' has shape {np.shape(values)}, expected (N,)"
         raise _corrupt("CIFAR-N", path, what, CIFAR_N_HINT)
-    return _labels(values, "CIFAR-N", path, CIFAR_N_HINT, 100, f"'{key}'")
+    return _labels(values, "CIFAR-N", path, CIFAR_N_HINT, None, f"'{key}'")
+
+
+def read_cifar_n(path, key) -> np.ndarray:
+    """One label set (e.g. ``worse_label``) of a CIFAR-10N/100N file, as int64 (N,). The range
+    depends on the dataset: :func:`check_cifar_n` checks it."""
+    path = Path(path).expanduser()
+    data = _cifar_n_dict(path)
+    if key not in data:
+        present = ", ".join(sorted(map(str, data)))
+        raise DatasetError(
+            f"CIFAR-N file {path} has no key '{key}'; the keys present are: {present}."
+        )
+    return _cifar_n_labels(data, path, key)
+
+
+def check_cifar_n(path, key: str, labels, clean, num_classes: int, dataset: str) -> None:
+    """Refuses human labels ``labels`` (read from ``key`` of the CIFAR-N file ``path``; None:
+    no file) outside the dataset's classes, and a file whose ``clean_label`` is not the
+    dataset's training labels ``clean`` in the same order (the official loader asserts the
+    same); a file without ``clean_label`` cannot be checked and is used as it is."""
+    labels, clean = np.asarray(labels), np.asarray(clean)
+    source = f"CIFAR-N file {Path(path).expanduser()}" if path else "the human label file"
+    outside = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    if outside.size:  # would index past the transition matrix, or count as another class
+        i = int(outside[0])
+        raise DatasetError(f"{source} is corrupt ('{key}' holds label {labels[i]} at index {i}, outside "
+                           f"data={dataset}'s classes 0..{num_classes - 1}); {CIFAR_N_HINT}")
+    if not path:
+        return
+    path = Path(path).expanduser()
+    data = _cifar_n_dict(path)
+    if "clean_label" not in data:
+        return
+    truth = _cifar_n_labels(data, path, "clean_label")
+    if truth.shape != clean.shape:
+        raise DatasetError(f"{source} does not match data={dataset}: its 'clean_label' has {len(truth)} labels "
+                           f"for {len(clean)} training images; {CIFAR_N_HINT}")
+    differ = np.flatnonzero(truth != clean)
+    if differ.size:  # the human labels belong to other images, or to these in another order
+        i = int(differ[0])
+        raise DatasetError(f"{source} does not match data={dataset}: its 'clean_label' differs from the "
+                           f"dataset's training labels at {differ.size} of {len(clean)} positions (the first at "
+                           f"index {i}: {truth[i]} in the file, {clean[i]} in the dataset), so its labels belong "
+                           f"to other images or another order; use the official training batches and the "
+                           f"CIFAR-N file made for them.")
 
 
 # ----------------------------------------------------------------------------- download
