@@ -108,13 +108,24 @@ def contents(values: dict) -> dict:
     return found
 
 
-def difference(then: dict, now: dict) -> str | None:
-    """The first key of both whose value differs, as ``key=old`` / ``key=new`` (None: the
-    same). A key one side lacks is not compared: ``model=auto`` resolves its network later,
-    and the networks' shapes are checked when the checkpoint loads."""
-    for key in sorted(then.keys() & now.keys()):
-        if then[key] != now[key]:
-            return f"{key}={_shown(then[key])}", f"{key}={_shown(now[key])}"
+# A key only one side has is compared (as unset on the other: `+trainer.limit_train_batches=2`,
+# `+data.drop_last=true`, `+protocol.optimizer.momentum=0.9` change what is trained), except
+# where being absent is no difference: the model of model=auto (its network is resolved later
+# and checked when the checkpoint loads), the groups a method may not read (left out of its
+# identity), and the files' hashes (records older than them).
+ABSENT_IS_SAME = ("model.", "schedule.", "data.trusted_")
+UNSET = "unset"
+
+
+def difference(then: dict, now: dict) -> tuple[str, str] | None:
+    """The first key whose value differs, as ``key=old`` / ``key=new`` (None: the same); a
+    key set on one side only is ``unset`` on the other (but see ``ABSENT_IS_SAME``)."""
+    for key in sorted(then.keys() | now.keys()):
+        if (key not in then or key not in now) and (":" in key or key.startswith(ABSENT_IS_SAME)):
+            continue
+        old, new = then.get(key, UNSET), now.get(key, UNSET)
+        if old != new:
+            return f"{key}={_shown(old)}", f"{key}={_shown(new)}"
     return None
 
 
@@ -149,9 +160,13 @@ def read_state(folder: Path) -> FolderState:
         return FolderState("foreign", foreign=(folder, *foreign))
     results, checkpoint = folder / "results.json", folder / "checkpoints" / LAST
     if results.is_file():
+        from noisylab.results import not_a_record
+
         try:
             record = json.loads(results.read_text())
-            known = record.get("identity") or (identity(record["config"]) if "config" in record else None)
+            usable = not_a_record(record) is None  # a hand-edited record is no run to skip to
+            known = (record.get("identity") or (identity(record["config"]) if "config" in record else None)) \
+                if usable else None
         except (OSError, ValueError, KeyError, AttributeError):
             known = None
         return FolderState("finished", known)

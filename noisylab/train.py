@@ -240,8 +240,8 @@ def run(cfg: DictConfig) -> dict:
     run_folder.release_locks()
     values = OmegaConf.to_container(cfg, resolve=True)
     mine = method_identity(cfg, {**run_folder.identity(values), **run_folder.contents(values)})
-    decision = run_folder.decide(run_folder.read_state(output_dir), mine, bool(cfg.get("resume", True)),
-                                 cfg.get("ckpt_path"))
+    state = run_folder.read_state(output_dir)
+    decision = run_folder.decide(state, mine, bool(cfg.get("resume", True)), cfg.get("ckpt_path"))
     if cfg.get("ckpt_path") not in (None, "", "last", "auto"):
         run_folder.check_resume(decision.checkpoint, mine)
     if decision.action == run_folder.SKIP:
@@ -269,7 +269,7 @@ def run(cfg: DictConfig) -> dict:
         check_resume_noise(decision.checkpoint, datamodule.noise_summary["fingerprint"])
     trainer = build_trainer(cfg, speed)  # Lightning's refusals (devices, accelerator) come here
     # ---- every check has passed: from here on the folder is this run's
-    claim_run_dir(output_dir)
+    claim_run_dir(output_dir, state)
     if rank_zero() and decision.notice:
         log.warning("%s: %s.", output_dir, decision.notice)
     earlier_rows = prepare_run_dir(output_dir, decision.checkpoint) if rank_zero() else []
@@ -373,12 +373,14 @@ def check_resume_noise(checkpoint: Path, fingerprint: str) -> None:
 CLAIMED: set[str] = set()  # run folders this process has passed every check for
 
 
-def claim_run_dir(output_dir: Path) -> None:
+def claim_run_dir(output_dir: Path, decided_on=None) -> None:
     """Creates the run folder (one sentence when it cannot be), takes its lock (one sentence
-    while another process runs in it) and marks it as this run's."""
+    while another process runs in it) and marks it as this run's. ``decided_on``: the folder's
+    state the run's decision was made on; another process that wrote the folder since (a run
+    that finished while this one was checked) makes that decision stale: refused."""
     from noisylab.errors import ConfigError
     from noisylab.interrupts import rank_zero
-    from noisylab.run_folder import lock, misshapen
+    from noisylab.run_folder import lock, misshapen, read_state, release_locks
 
     wrong = misshapen(output_dir)
     if wrong:
@@ -394,6 +396,10 @@ def claim_run_dir(output_dir: Path) -> None:
                               "choose another with hydra.run.dir=<folder>.") from None
     if rank_zero():  # under DDP the other ranks share rank 0's folder
         lock(output_dir)
+        if decided_on is not None and read_state(output_dir) != decided_on:
+            release_locks()
+            raise ConfigError(f"the run folder {output_dir} changed while this run was being checked (another "
+                              "process wrote into it); run the command again to decide afresh.")
     CLAIMED.add(str(output_dir.resolve()))
 
 

@@ -59,7 +59,14 @@ def test_identity_leaves_out_only_what_cannot_change_the_training():
     assert identity(values) == {"seed": 3, "trainer.max_epochs": 5, "trainer.precision": "32", "data.name": "cifar10",
                                 "data.augment": "crop_flip", "speed.bf16": True, "protocol.optimizer.lr": 0.1}
     assert difference({"a": 1, "b": [1, 2]}, {"a": 1, "b": [1, 3]}) == ("b=[1, 2]", "b=[1, 3]")
-    assert difference({"a": 1}, {"a": 1, "c": 2}) is None  # a key one side lacks: checked at load
+    # a key set on one side only (+trainer.limit_train_batches=2): unset on the other
+    assert difference({"a": 1}, {"a": 1, "trainer.limit_train_batches": 2}) == (
+        "trainer.limit_train_batches=unset", "trainer.limit_train_batches=2")
+    assert difference({"protocol.optimizer.momentum": 0.9}, {}) == ("protocol.optimizer.momentum=0.9",
+                                                                     "protocol.optimizer.momentum=unset")
+    # ... except the model of model=auto (checked at load), a method's unread groups, the files' hashes
+    assert difference({"a": 1}, {"a": 1, "model.hidden": [8], "schedule.tau": 0.2, "data.trusted_list": "t",
+                                 "data.file:sha256": "ab"}) is None
 
 
 @pytest.mark.parametrize(("overrides", "kept"), [
@@ -164,9 +171,13 @@ def test_an_unfinished_run_resumes_by_itself_and_a_changed_trajectory_is_refused
     checkpoint = folder / "checkpoints" / "last.ckpt"
     error = (folder / "error.txt").read_bytes()
     for changed, key in ((["seed=1"], "seed=0"), (["protocol.batch_size=64"], "protocol.batch_size=128"),
-                         (["protocol.optimizer.lr=0.01"], "protocol.optimizer.lr=0.001")):
+                         (["protocol.optimizer.lr=0.01"], "protocol.optimizer.lr=0.001"),
+                         (["+trainer.limit_train_batches=2"], "trainer.limit_train_batches=unset"),  # set one side only
+                         (["+protocol.optimizer.amsgrad=true"], "protocol.optimizer.amsgrad=unset")):
         with pytest.raises(ConfigError, match=f"was trained with {key}"):
             run(make_cfg(*base, *changed, f"ckpt_path={checkpoint}"))
+        with pytest.raises(ConfigError, match=f"ckpt_path=last: the run folder holds another run .{key}"):
+            run(make_cfg(*base, *changed, "ckpt_path=last", f"paths.output_dir={folder}"))
     assert (folder / "error.txt").read_bytes() == error and checkpoint.is_file()
     with pytest.raises(ConfigError, match="trainer.max_epochs=5 differs from protocol.epochs=3"):
         run(make_cfg(*base, "trainer.max_epochs=5"))
@@ -426,6 +437,11 @@ def test_which_files_are_another_tools(tmp_path):
     assert kind(noisylab_checkpoint_without_lock) == "unfinished"
     assert kind(noisylab_hydra_record_without_lock) == "failed"
     assert foreign_files(tmp_path / "absent") == []
+    edited = tmp_path / "edited"  # a noisylab record edited by hand: no run to skip to (it was, then crashed)
+    edited.mkdir()
+    (edited / LOCK).write_text("")
+    (edited / "results.json").write_text('{"method": "ce", "data": "d", "metrics": "x", "noise": {}, "identity": {}}')
+    assert read_state(edited) == FolderState("finished", None)
 
 
 def test_another_tools_files_survive_a_run_pointed_at_their_folder(make_cfg, one_thread, tmp_path, capsys):
@@ -472,6 +488,27 @@ def test_a_folder_another_process_runs_in_is_refused_untouched(make_cfg, one_thr
         assert files(folder) == before
     resumed = run(make_cfg(*FAST, f"paths.output_dir={folder}", "protocol.epochs=3"))  # the lock is free again
     assert resumed["epochs"] == 3
+
+
+def test_a_run_whose_folder_changed_while_it_was_checked_is_refused(make_cfg, one_thread, tmp_path):
+    """Two commands into one folder, the first finishing while the second checks its config:
+    the second decided on an empty folder, so it must not train over the first's results."""
+    from noisylab.run_folder import LOCK, release_locks
+    from noisylab.train import CLAIMED, claim_run_dir
+
+    folder = tmp_path / "race"
+    run(make_cfg(*FAST, f"paths.output_dir={folder}", "protocol.epochs=1"))
+    release_locks()
+    CLAIMED.discard(str(folder.resolve()))
+    before = {name: data for name, data in files(folder).items() if name != LOCK}
+    with pytest.raises(ConfigError, match="race changed while this run was being checked"):
+        claim_run_dir(folder, FolderState("empty"))  # what the second run saw before the first finished
+    assert {name: data for name, data in files(folder).items() if name != LOCK} == before
+    assert str(folder.resolve()) not in CLAIMED
+    import fcntl
+
+    with open(folder / LOCK, "r+") as other:  # let go of
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 def test_a_finished_task_lets_go_of_its_folder(make_cfg, one_thread, tmp_path):
