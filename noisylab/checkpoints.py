@@ -100,6 +100,14 @@ class LastCheckpoint(Checkpoint):
         self.saved_epochs = state_dict.get("epochs")
         self.earlier_seconds = float(state_dict.get("seconds") or 0.0)
 
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        """``trainer.max_time`` is each process's budget (a cluster job's time limit), not the
+        run's: Lightning's Timer would restore the time the earlier processes spent, and a
+        requeued job with the same command would stop at once, forever."""
+        callbacks = checkpoint.get("callbacks") or {}
+        for key in [key for key in callbacks if str(key).startswith("Timer")]:
+            del callbacks[key]
+
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         """Tells an ``Interrupted`` what it can resume from: this run's last.ckpt, else (a
         resumed run stopped before its first epoch ended) the epochs of the checkpoint it

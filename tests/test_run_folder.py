@@ -207,8 +207,12 @@ def test_a_run_cut_short_is_not_finished_and_resumes_to_the_same_end(make_cfg, o
     state = next(value for key, value in checkpoint["callbacks"].items() if "LastCheckpoint" in key)
     assert 0 < state["seconds"] < 600
     state["seconds"] = 1000.0  # as if the earlier process had trained for 1000 s: the record counts it
+    timer = next(key for key in checkpoint["callbacks"] if key.startswith("Timer"))
+    checkpoint["callbacks"][timer]["time_elapsed"] = {"train": 7200.0, "sanity_check": 0.0, "validate": 0.0,
+                                                      "test": 0.0, "predict": 0.0}  # ... and spent 2 h of max_time
     torch.save(checkpoint, folder / "checkpoints" / "last.ckpt")
-    resumed = run(make_cfg(*base, f"paths.output_dir={folder}"))  # max_time may change: another time limit
+    # max_time is each process's budget (a requeued job's time limit): the same command finishes the run
+    resumed = run(make_cfg(*base, f"paths.output_dir={folder}", "+trainer.max_time=00:01:00:00"))
     assert resumed["resumed_from"] and resumed["metrics"] == whole["metrics"] and resumed["epochs"] == 3
     assert 1000 < resumed["wall_time_s"] < 1600
     # without a checkpoint callback Lightning counts the cut epoch as done: still not finished
