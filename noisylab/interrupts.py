@@ -71,7 +71,10 @@ def stop_on_signals():
     def handler(signum, frame):
         for number in (signal.SIGTERM, signal.SIGINT):
             signal.signal(number, signal.SIG_IGN)
+        RECEIVED.append(signum)
         raise Interrupted(signum)
+
+    RECEIVED.clear()
 
     previous = {number: signal.signal(number, handler) for number in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -79,6 +82,15 @@ def stop_on_signals():
     finally:
         for number, old in previous.items():
             signal.signal(number, old)
+
+
+RECEIVED: list[int] = []  # the signal stop_on_signals raised Interrupted for, if any
+
+
+def signal_behind(error: Exception) -> Interrupted | None:
+    """The ``Interrupted`` a library turned into an error of its own (OmegaConf re-raises
+    whatever interrupts it as a ConfigKeyError): a stop, not a crash."""
+    return Interrupted(RECEIVED[0]) if RECEIVED and not isinstance(error, Interrupted) else None
 
 
 def resume_command(overrides: list[str], checkpoint: Path, output_dir: Path) -> str:

@@ -490,11 +490,24 @@ def one_task(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from noisylab.interrupts import Interrupted, StoppedEarly, interrupted_sentence, rank_zero, stop_on_signals
+    from noisylab.interrupts import (
+        Interrupted,
+        StoppedEarly,
+        interrupted_sentence,
+        rank_zero,
+        signal_behind,
+        stop_on_signals,
+    )
 
     with stop_on_signals():  # the handling below runs with further signals ignored
         try:
-            results = run(cfg)
+            try:
+                results = run(cfg)
+            except Exception as error:  # a signal's Interrupted that a library re-raised as its own error
+                stop = signal_behind(error)
+                if stop is None:
+                    raise
+                raise stop from error
         except StoppedEarly as stop:
             multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
             sentence = stop.sentence(str(Path(HydraConfig.get().sweep.dir).absolute()) if multirun else None)
@@ -505,6 +518,8 @@ def one_task(cfg: DictConfig) -> float | None:
                 return float("nan")  # listed with the failures; the sweep launched again resumes it
             sys.exit(stop.exit_status)
         except Interrupted as stop:
+            if stop.checkpoint is None:  # stopped outside fit (between fit and test, while testing)
+                stop.checkpoint, stop.epochs = own_checkpoint(Path(cfg.paths.output_dir))
             overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
             sentence = interrupted_sentence(stop, overrides, Path(cfg.paths.output_dir), cfg.get("ckpt_path"),
                                             cfg.trainer.get("max_epochs"))
@@ -530,6 +545,22 @@ def one_task(cfg: DictConfig) -> float | None:
         print_summary(results)
     metric = cfg.get("optimized_metric")
     return results["metrics"].get(metric) if metric else None
+
+
+def own_checkpoint(output_dir: Path) -> tuple[Path | None, int | None]:
+    """The checkpoint this process's run wrote in its folder, and its epochs (None, None: the
+    run never owned the folder, or wrote none)."""
+    from noisylab.checkpoint_info import read_checkpoint
+    from noisylab.errors import ConfigError
+
+    path = output_dir / "checkpoints" / "last.ckpt"
+    if str(output_dir.resolve()) not in CLAIMED or not path.is_file():
+        return None, None
+    try:
+        epoch = read_checkpoint(path).get("epoch")
+    except ConfigError:
+        return None, None
+    return path, epoch + 1 if isinstance(epoch, int) else None
 
 
 def record_error(cfg: DictConfig, sentence: str) -> None:

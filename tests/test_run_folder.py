@@ -359,6 +359,31 @@ def test_a_signal_outside_a_run_says_what_is_left(monkeypatch, capsys, argv, sai
     assert stopped.value.code == 143 and said in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("wrapped", [False, True])
+def test_a_signal_after_the_last_epoch_names_the_checkpoint(make_cfg, one_thread, tmp_path, monkeypatch, wrapped):
+    """SIGTERM after fit (before or while testing): the run's checkpoint holds every epoch and
+    the sentence says so; a library that turns the interruption into an error of its own
+    (OmegaConf) does not make it a crash."""
+    import noisylab.train as train_module
+
+    def signal_now(cfg, trainer):
+        if not wrapped:
+            os.kill(os.getpid(), signal.SIGTERM)
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+        except BaseException:  # as OmegaConf, interrupted in the middle of an update
+            raise ValueError("'NoneType' object has no attribute '_invalidate_flags_cache'") from None
+
+    monkeypatch.setattr(train_module, "check_finished", signal_now)
+    folder = tmp_path / "run"
+    with pytest.raises(SystemExit) as stopped:
+        task(make_cfg(*FAST, f"paths.output_dir={folder}", "protocol.epochs=2"))
+    assert stopped.value.code == 128 + signal.SIGTERM
+    said = (folder / "error.txt").read_text()
+    assert said.startswith("stopped by SIGTERM after 2 of 2 epochs; resume with: python -m noisylab"), said
+    assert f"ckpt_path={(folder / 'checkpoints' / 'last.ckpt').resolve()}" in said
+
+
 def test_the_run_log_is_held_until_the_run_owns_its_folder(tmp_path):
     import logging
 
