@@ -131,6 +131,11 @@ def prepare_run_dir(output_dir: Path, ckpt_path: str | None) -> list[dict]:
     resumes from); returns the metrics-CSV rows of the run resumed from (else [])."""
     source = Path(ckpt_path).resolve() if ckpt_path else None
     earlier = read_csv_rows(source.parent.parent / METRICS_CSV) if source is not None else []
+    if earlier:  # the epochs the checkpoint holds; a cut epoch after it is trained again
+        from noisylab.checkpoint_info import read_checkpoint
+
+        last = read_checkpoint(source).get("epoch")
+        earlier = [row for row in earlier if isinstance(last, int) and _epoch(row) is not None and _epoch(row) <= last]
     checkpoints = output_dir / "checkpoints"
     stale = [output_dir / name for name in STALE_FILES]
     stale += [p for p in sorted(checkpoints.glob("*.ckpt")) if p.resolve() != source and p != source]
@@ -146,6 +151,23 @@ def _epoch(row: dict) -> int | None:
         return int(float(row.get("epoch", "")))
     except ValueError:
         return None
+
+
+def seed_metrics_csv(loggers, earlier: list[dict]) -> None:
+    """A resumed run's CSV logger starts from the rows of the epochs before the resume (Lightning's
+    writer removes the file it finds), so that a resumed process stopped again (a second kill,
+    another ``trainer.max_time``) still leaves every epoch in ``csv/metrics.csv``."""
+    from pytorch_lightning.loggers import CSVLogger
+
+    for logger in loggers:
+        if isinstance(logger, CSVLogger) and earlier:
+            writer = logger.experiment  # made now: it removes the file it finds, then appends to the one written here
+            writer.metrics_keys = sorted(set().union(*earlier))  # the header; new keys make Lightning rewrite it
+            buffer = io.StringIO(newline="")
+            table = csv.DictWriter(buffer, fieldnames=writer.metrics_keys)
+            table.writeheader()
+            table.writerows(earlier)
+            write_bytes_atomic(writer.metrics_file_path, buffer.getvalue().encode())
 
 
 def merge_metrics_csv(path: Path, earlier: list[dict]) -> None:

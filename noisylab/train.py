@@ -250,7 +250,7 @@ def run(cfg: DictConfig) -> dict:
     import pytorch_lightning as pl
 
     from noisylab import speed as speed_settings
-    from noisylab.checkpoints import METRICS_CSV, merge_metrics_csv, prepare_run_dir
+    from noisylab.checkpoints import METRICS_CSV, merge_metrics_csv, prepare_run_dir, seed_metrics_csv
     from noisylab.interrupts import rank_zero
     from noisylab.results import to_number, write_json_atomic
     from noisylab.run_log import open_run_logs
@@ -277,6 +277,8 @@ def run(cfg: DictConfig) -> dict:
     write_hydra_record(cfg, output_dir)
     resume_from = str(decision.checkpoint) if decision.checkpoint is not None else None
     trainer.loggers = build_loggers(cfg, resume_from)  # they write into the folder (W&B's run id)
+    if rank_zero():
+        seed_metrics_csv(trainer.loggers, earlier_rows)
     speed_settings.apply(speed, method, datamodule, trainer)
     if trainer.loggers:
         from noisylab.wandb_dashboard import extra_config, publish

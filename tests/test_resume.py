@@ -44,13 +44,13 @@ def signal_at(name: str, epoch: int = 0, batch: int = 0, stage: str = "train"):
     return Send()
 
 
-def stop_at(epoch: int, batch: int):
+def stop_at(epoch: int, batch: int, resumed: bool = False):
     """Sets ``trainer.should_stop`` at ``batch`` of ``epoch``, as ``trainer.max_time`` does when
-    its time is up (a timing-free stand-in for it), never in a resumed run."""
+    its time is up (a timing-free stand-in for it), in a resumed run only if ``resumed``."""
 
     class Stop(Callback):
         def on_train_batch_end(self, trainer, module, outputs, batch_, batch_idx):
-            if trainer.ckpt_path is None and trainer.current_epoch == epoch and batch_idx == batch:
+            if (resumed or trainer.ckpt_path is None) and trainer.current_epoch == epoch and batch_idx == batch:
                 trainer.should_stop = True
 
     return Stop()

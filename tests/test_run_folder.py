@@ -223,6 +223,31 @@ def test_a_run_cut_short_is_not_finished_and_resumes_to_the_same_end(make_cfg, o
         "starts it over")
 
 
+def test_a_run_stopped_twice_keeps_every_epoch_in_its_csv(make_cfg, one_thread, tmp_path):
+    """Each resumed process starts its CSV from the rows of the epochs its checkpoint holds (the
+    rows of a cut epoch are trained and logged again): stopped twice, the CSV ends as the
+    uninterrupted run's, row for row (it had lost the first process's epochs)."""
+    import csv
+
+    base = [*FAST, "method=coteaching", "protocol.epochs=4", "logger=csv"]
+    whole = run(make_cfg(*base))
+
+    def rows(folder):
+        with open(folder / "csv" / "metrics.csv", newline="") as f:
+            return sorted(tuple(sorted(row.items())) for row in csv.DictReader(f))
+
+    folder = tmp_path / "twice"
+    for epoch in (1, 2):
+        stop = ["+callbacks.stop._target_=tests.test_resume.stop_at", f"+callbacks.stop.epoch={epoch}",
+                "+callbacks.stop.batch=2", "+callbacks.stop.resumed=true"]
+        with pytest.raises(SystemExit):
+            task(make_cfg(*base, f"paths.output_dir={folder}", *stop, "+trainer.max_time=00:01:00:00"))
+        assert "0" in {dict(row)["epoch"] for row in rows(folder)}  # the first process's epochs kept
+    resumed = run(make_cfg(*base, f"paths.output_dir={folder}"))
+    assert resumed["metrics"] == whole["metrics"]
+    assert rows(folder) == rows(Path(whole["run_dir"]))
+
+
 def test_a_file_backed_run_with_loader_workers_resumes_to_the_same_end(make_cfg, one_thread, tmp_path):
     """Images decoded and augmented in DataLoader worker processes: each pass's order and each
     image's augmentation have seeds of (seed, epoch, pass, index) alone, so neither the number
