@@ -236,6 +236,8 @@ def job_value(job: Job, key: str) -> str | None:
         if value is not None:
             return canonical(value)
     value = _from_config(job.config, key)
+    if value is None and job.config and job.has_overrides and key.split(".")[0] in job.config:
+        return "unset"  # a `+key` other jobs set and this one did not (its config is known): not the same value
     return None if value is None else canonical(value)
 
 

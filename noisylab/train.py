@@ -283,8 +283,10 @@ def run(cfg: DictConfig) -> dict:
     if trainer.loggers:
         from noisylab.wandb_dashboard import extra_config, publish
 
+        # the run's facts (noise fingerprint, sizes) beside its config; the C x C noise matrix is an image (W&B)
+        facts = {key: value for key, value in method.hparams["facts"].items() if key != "transition"}
         for logger in trainer.loggers:
-            logger.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), **extra_config()})
+            logger.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), **extra_config(), "facts": facts})
     noisy_file = output_dir / "noisy_labels.npz"
     if trainer.is_global_zero:  # under DDP every rank runs this function; rank 0 writes
         datamodule.save_noisy_labels(output_dir)

@@ -274,3 +274,16 @@ def test_a_run_whose_later_stage_never_ran_is_named_in_the_report_and_its_summar
                      "forward (corrected)."]
     print_summary(short)
     assert "stages estimate only: corrected never ran in 4 epochs" in capsys.readouterr().out
+
+
+def test_a_key_only_some_jobs_set_is_no_fixed_value(tmp_path, capsys):
+    """`+trainer.max_time` on one job of three: not "fixed" for the sweep (it was printed so)."""
+    trainer = {"trainer": {"max_epochs": 2}}
+    write_job(tmp_path, "0", ["method=ce"], 0.5, method="ce", config=trainer)
+    write_job(tmp_path, "1", ["method=ce", "seed=1"], 0.6, method="ce", seed=1, config=trainer)
+    write_job(tmp_path, "2", ["method=coteaching", "+trainer.max_time=00:00:00:02"], 0.7,
+              config={"trainer": {"max_epochs": 2, "max_time": "00:00:00:02"}})
+    assert report_module.main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "grouped by: method, trainer.max_time" in out and "fixed:" not in out
+    assert "| ce | unset | 55.00 ± 7.07 | 2 |" in out and "| coteaching | 00:00:00:02 | 70.00 | 1 |" in out
