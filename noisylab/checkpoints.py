@@ -133,9 +133,14 @@ def prepare_run_dir(output_dir: Path, ckpt_path: str | None) -> list[dict]:
     earlier = read_csv_rows(source.parent.parent / METRICS_CSV) if source is not None else []
     if earlier:  # the epochs the checkpoint holds; a cut epoch after it is trained again
         from noisylab.checkpoint_info import read_checkpoint
+        from noisylab.errors import ConfigError
 
-        last = read_checkpoint(source).get("epoch")
-        earlier = [row for row in earlier if isinstance(last, int) and _epoch(row) is not None and _epoch(row) <= last]
+        try:
+            last = read_checkpoint(source).get("epoch")
+        except ConfigError:  # not readable here (Lightning judges it when it loads): merge_metrics_csv still sorts
+            last = None
+        if isinstance(last, int):
+            earlier = [row for row in earlier if _epoch(row) is not None and _epoch(row) <= last]
     checkpoints = output_dir / "checkpoints"
     stale = [output_dir / name for name in STALE_FILES]
     stale += [p for p in sorted(checkpoints.glob("*.ckpt")) if p.resolve() != source and p != source]
